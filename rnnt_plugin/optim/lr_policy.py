@@ -1,0 +1,136 @@
+"""The MLPerf RNN-T learning-rate policy, stepped once per optimiser step.
+
+The reference (mlcommons/training rnn_speech_recognition/pytorch, ``lr_policy`` with ``policy='exponential'``)
+sets, before its optimiser step number ``s`` (1-based) of epoch ``e`` (1-based), for every group:
+
+    W = warmup_epochs * steps_per_epoch,  H = hold_epochs * steps_per_epoch
+    a = (s + 1) / (W + 1)                                   if s < W       (linear warm-up, per step)
+    a = 1                                                   if s < W + H   (hold)
+    a = lr_exp_gamma ** (e - warmup_epochs - hold_epochs)   otherwise      (decay once per whole epoch)
+    lr_group = max(a * initial_lr_group, min_lr)
+
+So the first step runs at ``2 / (W + 1)`` of the peak, the last warm-up step (``s = W``) at the peak, and the
+decay is a staircase: fractional epochs do not enter, every step of epoch ``e`` uses the same power.
+
+Here ``last_epoch`` (PyTorch's name) counts optimiser steps already taken, so the LR for the next step is that of
+``s = last_epoch + 1`` and ``e = ceil(s / steps_per_epoch)``. ``initial_lr_group`` is the group's LR when the
+scheduler was built times the group's optional ``lr_factor`` key (the model's per-module factors).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+__all__ = ["MLPerfLRPolicy", "MLPerfLRPolicyParams", "mlperf_lr_scale"]
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def mlperf_lr_scale(step: int, steps_per_epoch: int, warmup_epochs: int, hold_epochs: int, lr_exp_gamma: float) -> float:
+    """Multiplier ``a`` of the peak LR for the reference's 1-based optimiser step ``step`` (formula above)."""
+    warmup_steps = warmup_epochs * steps_per_epoch
+    hold_steps = hold_epochs * steps_per_epoch
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if step < warmup_steps + hold_steps:
+        return 1.0
+    epoch = math.ceil(step / steps_per_epoch)  # 1-based epoch that holds this step
+    return lr_exp_gamma ** (epoch - warmup_epochs - hold_epochs)
+
+
+class MLPerfLRPolicy(torch.optim.lr_scheduler.LRScheduler):
+    """Warm-up, hold, per-epoch exponential decay floored at ``min_lr``; call ``step()`` after each optimiser step.
+
+    Args:
+        optimizer: the optimiser; a group may carry ``lr_factor`` (float > 0) scaling its peak LR.
+        warmup_epochs: epochs of linear warm-up (the reference: 6).
+        hold_epochs: epochs at the peak LR after warm-up (the reference: 40).
+        lr_exp_gamma: decay factor per epoch after the hold (the reference: 0.935).
+        min_lr: floor of every group's LR (the reference: 1e-5).
+        steps_per_epoch: optimiser steps per epoch (after gradient accumulation). When ``None`` it is derived as
+            ``max_steps // num_epochs``, which must divide exactly (NeMo fills ``max_steps`` from the trainer).
+        num_epochs: training epochs; only used to derive ``steps_per_epoch``.
+        max_steps: total optimiser steps; only used to derive ``steps_per_epoch`` (the LR stays at its
+            decayed value past it, as in the reference).
+        last_epoch: index of the last step taken, -1 for a fresh start (PyTorch convention).
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        warmup_epochs: int = 6,
+        hold_epochs: int = 40,
+        lr_exp_gamma: float = 0.935,
+        min_lr: float = 1e-5,
+        steps_per_epoch: Optional[int] = None,
+        num_epochs: Optional[int] = None,
+        max_steps: Optional[int] = None,
+        last_epoch: int = -1,
+    ):
+        self.warmup_epochs = _check_int("warmup_epochs", warmup_epochs, 0)
+        self.hold_epochs = _check_int("hold_epochs", hold_epochs, 0)
+        if not 0.0 < lr_exp_gamma <= 1.0:
+            raise ValueError(f"lr_exp_gamma must be in (0, 1], got {lr_exp_gamma}")
+        if not min_lr >= 0.0:
+            raise ValueError(f"min_lr must be >= 0, got {min_lr}")
+        self.lr_exp_gamma = float(lr_exp_gamma)
+        self.min_lr = float(min_lr)
+        self.steps_per_epoch = self._resolve_steps_per_epoch(steps_per_epoch, num_epochs, max_steps)
+        for i, group in enumerate(optimizer.param_groups):
+            factor = group.get("lr_factor", 1.0)
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+                raise ValueError(f"param group {i} ({group.get('name', 'unnamed')}): lr_factor must be > 0, "
+                                 f"got {factor!r}")
+        super().__init__(optimizer, last_epoch)
+
+    @staticmethod
+    def _resolve_steps_per_epoch(steps_per_epoch, num_epochs, max_steps) -> int:
+        if steps_per_epoch is not None:
+            return _check_int("steps_per_epoch", steps_per_epoch, 1)
+        if num_epochs is None or max_steps is None:
+            raise ValueError("steps_per_epoch is required (or both num_epochs and max_steps to derive it), "
+                             f"got steps_per_epoch=None, num_epochs={num_epochs}, max_steps={max_steps}")
+        num_epochs = _check_int("num_epochs", num_epochs, 1)
+        max_steps = _check_int("max_steps", max_steps, 1)
+        if max_steps % num_epochs:
+            raise ValueError(f"max_steps ({max_steps}) is not a multiple of num_epochs ({num_epochs}); "
+                             "pass steps_per_epoch explicitly")
+        return max_steps // num_epochs
+
+    def lr_at(self, steps_done: int) -> list[float]:
+        """Every group's LR for the optimiser step after ``steps_done`` steps (pure; does not change state)."""
+        scale = mlperf_lr_scale(
+            steps_done + 1, self.steps_per_epoch, self.warmup_epochs, self.hold_epochs, self.lr_exp_gamma
+        )
+        return [
+            max(scale * base_lr * group.get("lr_factor", 1.0), self.min_lr)
+            for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups)
+        ]
+
+    def get_lr(self) -> list[float]:
+        return self.lr_at(self.last_epoch)
+
+
+@dataclass
+class MLPerfLRPolicyParams:
+    """NeMo ``optim.sched`` parameters of :class:`MLPerfLRPolicy` (mirrors NeMo's ``SchedulerParams``)."""
+
+    warmup_epochs: int = 6
+    hold_epochs: int = 40
+    lr_exp_gamma: float = 0.935
+    min_lr: float = 1e-5
+    steps_per_epoch: Optional[int] = None
+    num_epochs: Optional[int] = None
+    max_steps: Optional[int] = None
+    last_epoch: int = -1
