@@ -8,7 +8,9 @@ Shapes: B batch, F input features per 10 ms frame, T input frames, H hidden size
                        --post LSTM--> (B, H, T')   with T' = ceil(ceil(T/3)/2)
 
 Frame splicing and stack-time are the same operation (concatenate each frame with the next k-1 frames, keep
-every k-th, zero-pad the tail), so both use :func:`stack_frames`.
+every k-th, zero-pad the tail), so both use :func:`stack_frames`. Frames past an utterance's length are zeroed
+before each stacking, so an utterance encodes the same alone, in a padded batch, or in streaming chunks (the
+reference stacks whatever the padding holds).
 """
 
 from typing import Optional, Tuple
@@ -32,11 +34,14 @@ def stack_frames(x: torch.Tensor, lengths: torch.Tensor, factor: int) -> Tuple[t
         factor: frames stacked per output frame.
 
     Returns:
-        (B, ceil(T / factor), F * factor) stacked frames, the tail zero-padded; (B,) lengths ceil(lengths / factor).
+        (B, ceil(T / factor), F * factor) stacked frames, frames past each length zeroed; (B,) lengths
+        ceil(lengths / factor).
     """
     if factor == 1:
         return x, lengths
     batch, frames, feats = x.shape
+    valid = torch.arange(frames, device=x.device)[None, :] < lengths[:, None]  # (B, T)
+    x = x * valid.unsqueeze(-1).to(x.dtype)
     pad = (-frames) % factor
     if pad:
         x = torch.nn.functional.pad(x, (0, 0, 0, pad))
