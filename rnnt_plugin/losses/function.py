@@ -1,0 +1,200 @@
+"""RNN-T loss on raw joint logits: autograd function, functional form and nn.Module.
+
+Shape legend: B batch, T frames, U labels (the lattice has U+1 rows), V vocabulary incl. blank.
+
+Memory: the forward pass keeps only (B, T, U+1)-sized tensors besides the logits (log-normaliser, blank and
+label log-probs, alphas, betas); backward writes the gradient in one pass over the logits, with the incoming
+per-sample gradient folded in, into a new tensor (1x the logits) or, with grad_inplace=True, into the logits'
+own buffer (the logits are destroyed: nothing else may read them after backward). float16/bfloat16 logits are
+computed on a float32 copy (which also receives the gradient) and the gradient is returned in their dtype.
+"""
+
+import warnings
+
+import numba
+import torch
+
+from rnnt_plugin.losses import cpu
+from rnnt_plugin.losses.checks import check_inputs
+
+REDUCTIONS = ("mean_batch", "mean", "mean_volume", "sum", "none")
+
+
+def _lattice_buffers(x: torch.Tensor):
+    """Empty (B, T, U+1) lse, lp_blank, lp_label, alphas, betas and (B,) ll in x's dtype and device."""
+    n_batch, max_t, max_u1, _ = x.shape
+    cells = [torch.empty((n_batch, max_t, max_u1), dtype=x.dtype, device=x.device) for _ in range(5)]
+    return (*cells, torch.empty(n_batch, dtype=x.dtype, device=x.device))
+
+
+def _cuda_args(tensors):
+    """Torch CUDA tensors -> Numba device arrays on torch's current stream (no copies)."""
+    from numba import cuda
+
+    stream = cuda.external_stream(torch.cuda.current_stream().cuda_stream)
+    return [cuda.as_cuda_array(t.detach()) for t in tensors], stream
+
+
+def _set_cpu_threads() -> None:
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _forward_kernels(x, labels, logit_lengths, target_lengths, blank, buffers) -> None:
+    """Fill buffers = (lse, lp_blank, lp_label, alphas, betas, ll) from x (B, T, U+1, V)."""
+    lse, lp_blank, lp_label, alphas, betas, ll = buffers
+    if x.is_cuda:
+        from rnnt_plugin.losses import cuda as cuda_kernels
+
+        arrays, stream = _cuda_args((x, labels, logit_lengths, target_lengths, *buffers))
+        cuda_kernels.forward(*arrays[:4], blank, *arrays[4:], stream=stream)
+        return
+    _set_cpu_threads()
+    cpu.normaliser(x.numpy(), labels.numpy(), logit_lengths.numpy(), target_lengths.numpy(), blank,
+                   lse.numpy(), lp_blank.numpy(), lp_label.numpy())
+    cpu.alpha_beta(lp_blank.numpy(), lp_label.numpy(), logit_lengths.numpy(), target_lengths.numpy(),
+                   alphas.numpy(), betas.numpy(), ll.numpy())
+
+
+def _gradient_kernel(x, labels, logit_lengths, target_lengths, blank, buffers, scale, fastemit_lambda, clamp,
+                     grad) -> None:
+    """Write the gradient (B, T, U+1, V) of sum_b scale[b] * cost_b into grad (may be x itself)."""
+    if x.is_cuda:
+        from rnnt_plugin.losses import cuda as cuda_kernels
+
+        arrays, stream = _cuda_args((x, labels, logit_lengths, target_lengths, *buffers, scale, grad))
+        cuda_kernels.gradient(*arrays[:4], blank, *arrays[4:11], fastemit_lambda, clamp, arrays[11], stream=stream)
+        return
+    _set_cpu_threads()
+    cpu.gradient(x.numpy(), labels.numpy(), logit_lengths.numpy(), target_lengths.numpy(), blank,
+                 *(t.numpy() for t in buffers), scale.numpy(), fastemit_lambda, clamp, grad.numpy())
+
+
+class RNNTFunction(torch.autograd.Function):
+    """Per-sample RNN-T costs (B,) = -(1 + fastemit_lambda) * log P(targets | logits); see module docstring."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, logit_lengths, target_lengths, blank, fastemit_lambda, clamp, grad_inplace):
+        x = logits.detach()
+        upcast = x.dtype in (torch.float16, torch.bfloat16)
+        if upcast:
+            x = x.float()
+        labels = targets.detach().to(torch.int64).contiguous()
+        logit_lengths = logit_lengths.detach().to(torch.int64).contiguous()
+        target_lengths = target_lengths.detach().to(torch.int64).contiguous()
+        buffers = _lattice_buffers(x)
+        _forward_kernels(x, labels, logit_lengths, target_lengths, blank, buffers)
+        costs = buffers[-1] * -(1.0 + fastemit_lambda)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(x, labels, logit_lengths, target_lengths, *buffers)
+            ctx.settings = (blank, fastemit_lambda, clamp, grad_inplace or upcast, logits.dtype)
+        return costs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_costs):
+        x, labels, logit_lengths, target_lengths, *buffers = ctx.saved_tensors
+        blank, fastemit_lambda, clamp, inplace, dtype = ctx.settings
+        scale = grad_costs.detach().to(x.dtype).contiguous()  # (B,)
+        grad = x if inplace else torch.empty_like(x)
+        _gradient_kernel(x, labels, logit_lengths, target_lengths, blank, buffers, scale, fastemit_lambda, clamp,
+                         grad)
+        return grad.to(dtype), None, None, None, None, None, None, None
+
+
+def reduce_losses(losses: torch.Tensor, target_lengths: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Reduce per-sample losses (B,) as NeMo's RNNTLoss does; empty transcripts count as length 1."""
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    if reduction == "mean_batch":
+        return losses.mean()
+    lengths = target_lengths.to(losses.dtype).clamp(min=1)
+    if reduction == "mean":
+        return (losses / lengths).mean()
+    return losses.sum() / lengths.sum()  # mean_volume
+
+
+def rnnt_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    blank: int = -1,
+    reduction: str = "mean_batch",
+    fastemit_lambda: float = 0.0,
+    clamp: float = -1.0,
+    zero_infinity: bool = False,
+    grad_inplace: bool = False,
+) -> torch.Tensor:
+    """RNN-T loss of raw joint logits, log-softmax fused in.
+
+    Args:
+        logits: (B, T, U+1, V) raw joint outputs (not log-probs), contiguous; CPU or CUDA.
+        targets: (B, U') integer labels, U' >= max(target_lengths).
+        logit_lengths: (B,) frames per sample, 1 <= T_b <= T.
+        target_lengths: (B,) labels per sample, 0 <= U_b <= U.
+        blank: blank index; -1 (default) is the last vocabulary entry.
+        reduction: "mean_batch" (mean over samples), "mean" (mean of loss / target length), "mean_volume"
+            (sum of losses / sum of target lengths), "sum" or "none" ((B,) per-sample losses).
+        fastemit_lambda: FastEmit regularisation weight (NeMo's definition; the loss is scaled by 1 + lambda).
+        clamp: if > 0, each element of a sample's gradient is clamped to [-clamp, clamp].
+        zero_infinity: impossible alignments (loss +inf) give loss 0 and a warning instead of +inf; their
+            gradient is zero either way.
+        grad_inplace: write the gradient into the logits' buffer (destroys the logits, saves 1x their memory).
+
+    Returns:
+        Scalar loss, or (B,) per-sample losses for reduction "none".
+    """
+    if reduction is None:
+        reduction = "none"
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}")
+    if not isinstance(fastemit_lambda, (int, float)) or fastemit_lambda < 0:
+        raise ValueError(f"`fastemit_lambda` must be a float >= 0, got {fastemit_lambda!r}")
+    if not isinstance(clamp, (int, float)):
+        raise TypeError(f"`clamp` must be a float (<= 0 disables clamping), got {clamp!r}")
+    blank = check_inputs(logits, targets, logit_lengths, target_lengths, blank)
+    losses = RNNTFunction.apply(logits, targets, logit_lengths, target_lengths, blank, float(fastemit_lambda),
+                                float(clamp), bool(grad_inplace))
+    if zero_infinity:
+        infinite = torch.isinf(losses)
+        if bool(infinite.any()):
+            warnings.warn(f"RNN-T loss: impossible alignments zeroed for samples "
+                          f"{infinite.nonzero().flatten().tolist()}", RuntimeWarning, stacklevel=2)
+            losses = losses.masked_fill(infinite, 0.0)
+    return reduce_losses(losses, target_lengths, reduction)
+
+
+class RNNTLoss(torch.nn.Module):
+    """RNN-T loss module with NeMo's call signature; `log_probs` are RAW joint logits (B, T, U+1, V).
+
+    See `rnnt_loss` for the arguments; `blank` is required (NeMo passes the vocabulary size, i.e. the last index).
+    """
+
+    def __init__(
+        self,
+        blank: int,
+        reduction: str = "mean_batch",
+        fastemit_lambda: float = 0.0,
+        clamp: float = -1.0,
+        zero_infinity: bool = False,
+        grad_inplace: bool = False,
+    ):
+        super().__init__()
+        if reduction is None:
+            reduction = "none"
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}")
+        self.blank = blank
+        self.reduction = reduction
+        self.fastemit_lambda = fastemit_lambda
+        self.clamp = clamp
+        self.zero_infinity = zero_infinity
+        self.grad_inplace = grad_inplace
+
+    def forward(self, log_probs, targets, input_lengths, target_lengths):
+        """log_probs: (B, T, U+1, V) raw logits; targets (B, U); input_lengths, target_lengths (B,)."""
+        return rnnt_loss(log_probs, targets, input_lengths, target_lengths, blank=self.blank,
+                         reduction=self.reduction, fastemit_lambda=self.fastemit_lambda, clamp=self.clamp,
+                         zero_infinity=self.zero_infinity, grad_inplace=self.grad_inplace)
