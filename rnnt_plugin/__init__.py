@@ -21,8 +21,11 @@ def register() -> None:
     """Register the plugin with NeMo; safe to call any number of times."""
     from nemo.core.classes import common
 
+    from rnnt_plugin.optim import register_with_nemo
+
     if TARGET_PREFIX not in common.ALLOWED_TARGET_PREFIXES:
         common.ALLOWED_TARGET_PREFIXES.append(TARGET_PREFIX)
+    register_with_nemo()
 
 
 register()
