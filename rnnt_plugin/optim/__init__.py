@@ -37,11 +37,11 @@ SCHEDULER_NAME = "MLPerfLRPolicy"
 def register_with_nemo() -> None:
     """Register LAMB as ``mlperf_lamb`` and the policy as ``MLPerfLRPolicy`` with NeMo; safe to call again.
 
-    Besides the class registries, the parameter dataclasses are registered under the names NeMo's
-    ``args: {name: auto}`` lookups use (``<optimizer name>_params``, ``<scheduler name>Params``).
+    LAMB's parameter dataclass is also registered as ``mlperf_lamb_params``, the name NeMo's optimiser
+    ``args: {name: auto}`` lookup uses. Give the scheduler's arguments flat in ``sched:``: NeMo 3.0 drops the
+    overrides under ``sched.args.params`` (its config upgrade flattens ``params`` before reading it).
     """
     from nemo.core.config.optimizers import AVAILABLE_OPTIMIZER_PARAMS, register_optimizer_params
-    from nemo.core.config.schedulers import AVAILABLE_SCHEDULER_PARAMS, register_scheduler_params
     from nemo.core.optim.lr_scheduler import AVAILABLE_SCHEDULERS, register_scheduler
     from nemo.core.optim.optimizers import AVAILABLE_OPTIMIZERS, register_optimizer
 
@@ -51,5 +51,3 @@ def register_with_nemo() -> None:
         register_optimizer_params(f"{OPTIMIZER_NAME}_params", LAMBParams)
     if SCHEDULER_NAME not in AVAILABLE_SCHEDULERS:
         register_scheduler(SCHEDULER_NAME, MLPerfLRPolicy, MLPerfLRPolicyParams)
-    if f"{SCHEDULER_NAME}Params" not in AVAILABLE_SCHEDULER_PARAMS:
-        register_scheduler_params(f"{SCHEDULER_NAME}Params", MLPerfLRPolicyParams)
