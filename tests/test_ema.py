@@ -138,6 +138,23 @@ def test_ema_resumes_exactly_after_a_kill(tmp_path):
     assert resumed_ema.num_updates == EPOCHS * STEPS_PER_EPOCH
 
 
+def test_reloading_a_checkpoint_after_training_then_saving_with_ema(tmp_path):
+    """NeMo's checkpoint callback with save_best_model reloads the best checkpoint at train end before writing the
+    .nemo: the model then holds that checkpoint's raw weights, and `ema_weights_applied` puts its EMA in."""
+    saver = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, save_on_train_epoch_end=True)
+    ema = EMA(decay=DECAY)
+    model, trainer = _fit([ema, saver])
+    ckpt_path = tmp_path / "epoch=1-step=4.ckpt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    trainer._checkpoint_connector.restore(str(ckpt_path))
+    assert not ema.ema_in_model
+    assert torch.equal(_flat(model), torch.cat([ckpt["state_dict"][k].flatten() for k in ("net.weight", "net.bias")]))
+    with ema_weights_applied(model) as applied:
+        saved = _flat(model)
+    shadow = ckpt["callbacks"]["EMA"]["shadow"]
+    assert applied and torch.equal(saved, torch.cat([shadow[k].flatten() for k in ("net.weight", "net.bias")]))
+
+
 def test_ema_weights_applied_context_restores_raw_weights():
     model = TinyModule()
     with ema_weights_applied(model) as applied:  # no trainer, no EMA: nothing changes

@@ -171,6 +171,10 @@ class EMA(pl.Callback):
         self._last_step = int(state_dict["last_step"])
         self._pending = dict(state_dict["shadow"]) or None
         self._shadow = None
+        # Lightning restores the model before its callbacks: the model now holds the checkpoint's raw weights
+        # (e.g. NeMo's checkpoint callback reloading the best checkpoint at train end), so nothing is swapped in.
+        self._raw = None
+        self._swapped_for_eval = False
 
 
 def _ema_callback(model: pl.LightningModule) -> Optional[EMA]:
