@@ -1,7 +1,8 @@
 """Optimisation for the MLPerf RNN-T recipe: LAMB, the reference LR policy, and an EMA-of-weights callback.
 
-Importing this package is cheap (no NeMo, no Lightning); ``register_with_nemo()`` imports NeMo and makes the
-optimiser and the scheduler selectable by name in an ``optim:`` config::
+Importing this package is cheap (no NeMo, no Lightning; the EMA callback lives in ``rnnt_plugin.optim.ema``);
+``register_with_nemo()`` imports NeMo and makes the optimiser and the scheduler selectable by name in an ``optim:``
+config::
 
     optim:
       name: mlperf_lamb        # LAMB (apex FusedLAMB semantics); its other keys are LAMB's arguments

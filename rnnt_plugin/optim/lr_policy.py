@@ -36,7 +36,9 @@ def _check_int(name: str, value, minimum: int) -> int:
     return value
 
 
-def mlperf_lr_scale(step: int, steps_per_epoch: int, warmup_epochs: int, hold_epochs: int, lr_exp_gamma: float) -> float:
+def mlperf_lr_scale(
+    step: int, steps_per_epoch: int, warmup_epochs: int, hold_epochs: int, lr_exp_gamma: float
+) -> float:
     """Multiplier ``a`` of the peak LR for the reference's 1-based optimiser step ``step`` (formula above)."""
     warmup_steps = warmup_epochs * steps_per_epoch
     hold_steps = hold_epochs * steps_per_epoch
