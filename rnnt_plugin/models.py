@@ -1,0 +1,83 @@
+"""MLPerfRNNTModel: the MLPerf RNN-T as a NeMo subword RNN-T model.
+
+NeMo's ``EncDecRNNTBPEModel`` supplies the tokenizer, datasets, prediction network, joint, decoding, WER,
+``transcribe()``, ``.nemo`` save/restore and export. This class adds what the MLPerf recipe needs on top:
+the plugin's fused RNN-T loss (``loss.loss_name: rnnt_plugin``; NeMo 3.0 has no hook to register a loss, so the
+model builds it), and loading of Lightning checkpoints without unpickling arbitrary objects.
+"""
+
+import collections
+import typing
+from pathlib import Path
+from typing import Optional
+
+import torch
+from lightning.pytorch import Trainer
+from nemo.collections.asr.models import EncDecRNNTBPEModel
+from omegaconf import DictConfig, ListConfig
+from omegaconf.base import ContainerMetadata, Metadata
+from omegaconf.nodes import AnyNode
+
+from rnnt_plugin.losses import PLUGIN_LOSS_NAME, resolve_rnnt_loss
+
+
+class MLPerfRNNTModel(EncDecRNNTBPEModel):
+    """NeMo RNN-T BPE model whose loss comes from :func:`rnnt_plugin.losses.resolve_rnnt_loss`."""
+
+    def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
+        super().__init__(cfg=cfg, trainer=trainer)
+        self._replace_loss()
+
+    def extract_rnnt_loss_cfg(self, cfg: Optional[DictConfig]):
+        """NeMo's constructor builds its own loss from this; the plugin's name is not one NeMo knows.
+
+        For ``rnnt_plugin`` NeMo is handed its ``pytorch`` loss, which :meth:`_replace_loss` swaps for ours
+        as soon as NeMo's constructor returns.
+        """
+        if cfg is not None and cfg.get("loss_name") == PLUGIN_LOSS_NAME:
+            return "pytorch", None
+        return super().extract_rnnt_loss_cfg(cfg)
+
+    def _replace_loss(self) -> None:
+        loss_cfg = self.cfg.get("loss", None) or {}
+        loss_name = loss_cfg.get("loss_name", "default")
+        if loss_name != PLUGIN_LOSS_NAME:
+            return
+        self.loss = resolve_rnnt_loss(
+            loss_name,
+            blank=self.joint.num_classes_with_blank - 1,
+            reduction=self.cfg.get("rnnt_reduction", "mean_batch"),
+            loss_kwargs=loss_cfg.get(f"{loss_name}_kwargs", None),
+        )
+        if self.joint.fuse_loss_wer:
+            self.joint.set_loss(self.loss)
+
+    def change_vocabulary(self, *args, **kwargs):
+        """NeMo's vocabulary change rebuilds its own loss; put ours back afterwards."""
+        super().change_vocabulary(*args, **kwargs)
+        self._replace_loss()
+
+
+# What a Lightning checkpoint of this model holds besides tensors and plain types: the OmegaConf config.
+_CHECKPOINT_SAFE_GLOBALS = [
+    DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, collections.defaultdict, dict, list, int, typing.Any,
+]
+
+
+def load_model(path: str, map_location: str = "cpu") -> MLPerfRNNTModel:
+    """Load a ``.nemo`` archive or a Lightning ``.ckpt`` training checkpoint, in eval mode.
+
+    Checkpoints are read with ``torch.load(weights_only=True)``, allowing only OmegaConf's config classes.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if path.endswith(".nemo"):
+        model = MLPerfRNNTModel.restore_from(path, map_location=torch.device(map_location))
+    elif path.endswith(".ckpt"):
+        with torch.serialization.safe_globals(_CHECKPOINT_SAFE_GLOBALS):
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        model = MLPerfRNNTModel(cfg=checkpoint["hyper_parameters"]["cfg"])
+        model.load_state_dict(checkpoint["state_dict"])
+    else:
+        raise ValueError(f"{path}: expected a .nemo archive or a .ckpt checkpoint")
+    return model.eval()
