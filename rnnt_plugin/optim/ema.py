@@ -116,7 +116,7 @@ class EMA(pl.Callback):
         if trainer.global_step <= self._last_step:
             return  # gradient accumulation, or a skipped step: no optimiser step since the last update
         self._ensure_shadow(pl_module, init_from_model=True)
-        params = self._tracked(pl_module)
+        params = dict(pl_module.named_parameters())  # the names fixed when the shadow was made
         names = list(self._shadow)
         weights = [params[n].detach() for n in names]
         weights = [w if w.dtype == torch.float32 else w.float() for w in weights]
