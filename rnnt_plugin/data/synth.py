@@ -1,0 +1,303 @@
+"""Synthetic multi-speaker English speech in the LibriSpeech layout, from Debian's TTS engines.
+
+Usage:
+    python -m rnnt_plugin.data.synth /tmp/synth --utterances 3000 --domain commands --seed 0 --jobs 2
+    python -m rnnt_plugin.data.synth /tmp/kjv --utterances 500 --domain bible --speed-warp 0.1
+
+Voices: espeak-ng accents x variants (formant synthesis, random speed 140-200 wpm and pitch 30-70 per
+utterance) and the flite voices kal, kal16, awb, rms (random duration stretch 0.85-1.15). Every utterance can
+also get a sox ``speed`` warp (formants, pitch and tempo together). Output is 16 kHz mono 16-bit FLAC:
+
+    OUT_DIR/<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac
+    OUT_DIR/<split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt    ("<utt id> <UPPER-CASE TEXT>" lines)
+    OUT_DIR/metadata.jsonl      one line per utterance: split, voice, engine parameters, transcript
+    OUT_DIR/synth_config.json   the arguments; a re-run with the same ones reuses the finished audio
+
+Splits: ``train``; ``dev`` and ``test-sentences`` (held-out sentences, training voices); ``test-voice``
+(the same held-out test sentences, natural voice flite ``slt`` never used in training); ``test-accent`` (the
+same, espeak accent ``en-029`` never used in training). No held-out sentence occurs in train; in the
+``commands`` domain every held-out word also occurs in train. Everything (texts, voices, parameters) is
+drawn up front from ``seed``; synthesis then runs the engines in parallel (one thread per job drives the
+engine and sox processes, which do the work).
+"""
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rnnt_plugin.data import fileio, grammar, text
+
+SAMPLE_RATE = 16000  # Hz, as LibriSpeech
+SPLITS = ("train", "dev", "test-sentences", "test-voice", "test-accent")
+DEFAULT_FRACTIONS = {"train": 0.8, "dev": 0.05, "test-sentences": 0.05, "test-voice": 0.05, "test-accent": 0.05}
+DOMAINS = ("commands", "bible")
+
+ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-us-nyc", "en-gb-x-gbclan",
+                  "en-gb-x-gbcwmd")
+ESPEAK_VARIANTS = tuple(f"m{i}" for i in range(1, 9)) + tuple(f"f{i}" for i in range(1, 6))
+HELDOUT_ACCENT = "en-029"  # Caribbean English: only in test-accent
+FLITE_VOICES = ("kal", "kal16", "awb", "rms")
+HELDOUT_FLITE_VOICE = "slt"  # the only natural female voice: only in test-voice
+FLITE_SHARE = 0.4  # share of training utterances spoken by flite (natural voices generalise better)
+
+ESPEAK_SPEED_WPM = (140, 200)
+ESPEAK_PITCH = (30, 70)
+FLITE_STRETCH = (0.85, 1.15)
+CHAPTER_OF_SPLIT = {split: 100 + i for i, split in enumerate(SPLITS)}  # keeps utterance ids unique
+
+
+def _voice_table() -> dict[str, int]:
+    """Every voice name ("espeak:<accent>+<variant>", "flite:<voice>") -> its fixed speaker id."""
+    names = [f"espeak:{a}+{v}" for a in ESPEAK_ACCENTS + (HELDOUT_ACCENT,) for v in ESPEAK_VARIANTS]
+    names += [f"flite:{v}" for v in FLITE_VOICES + (HELDOUT_FLITE_VOICE,)]
+    return {name: 1000 + i for i, name in enumerate(names)}
+
+
+VOICES = _voice_table()
+TRAIN_VOICES = tuple(n for n in VOICES if HELDOUT_ACCENT not in n and n != f"flite:{HELDOUT_FLITE_VOICE}")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One planned utterance: where it goes, what is said, and how."""
+
+    utt_id: str
+    split: str
+    voice: str  # key of VOICES
+    spoken: str  # text given to the engine (may keep commas for prosody)
+    transcript: str  # lower-case words
+    speed: int = 0  # espeak words per minute
+    pitch: int = 0  # espeak pitch 0-99
+    stretch: float = 1.0  # flite duration_stretch
+    warp: float = 1.0  # sox speed factor
+
+    @property
+    def relpath(self) -> Path:
+        speaker, chapter, _ = self.utt_id.split("-")
+        return Path(self.split, speaker, chapter, f"{self.utt_id}.flac")
+
+
+@dataclass
+class CorpusResult:
+    """What ``generate_corpus`` made: the root, utterances per split, and how many were synthesised anew."""
+
+    root: Path
+    counts: dict[str, int]
+    synthesized: int
+    reused: int
+    seconds: float
+
+
+def split_counts(utterances: int, fractions: dict[str, float]) -> dict[str, int]:
+    """Split ``utterances`` over the splits in proportion to ``fractions`` (largest remainder, each >= 1)."""
+    if not fractions or any(s not in SPLITS for s in fractions):
+        raise ValueError(f"splits must be a non-empty subset of {SPLITS}, got {list(fractions)}")
+    if any(f <= 0 for f in fractions.values()):
+        raise ValueError(f"split fractions must be > 0, got {fractions}")
+    if utterances < len(fractions):
+        raise ValueError(f"utterances must be >= the number of splits ({len(fractions)}), got {utterances}")
+    total = sum(fractions.values())
+    exact = {s: utterances * f / total for s, f in fractions.items()}
+    counts = {s: max(1, int(x)) for s, x in exact.items()}
+    by_remainder = sorted(fractions, key=lambda s: exact[s] - int(exact[s]), reverse=True)
+    i = 0
+    while sum(counts.values()) != utterances:
+        s = by_remainder[i % len(by_remainder)]
+        if sum(counts.values()) < utterances:
+            counts[s] += 1
+        elif counts[s] > 1:
+            counts[s] -= 1
+        i += 1
+    return counts
+
+
+def _draw_commands(rng: random.Random, n_train: int, n_dev: int, n_test: int) -> tuple[list, list, list]:
+    """Distinct grammar sentences: train, then held-out dev/test whose every word occurs in train."""
+    def distinct(n: int, accept, taken: set) -> list[str]:
+        out, tries = [], 0
+        while len(out) < n:
+            tries += 1
+            if tries > 200 * n + 20000:
+                raise ValueError(f"the commands grammar gave only {len(out)} of {n} distinct sentences; "
+                                 "ask for fewer utterances")
+            s = grammar.sentence(rng)
+            if s not in taken and accept(s):
+                taken.add(s)
+                out.append(s)
+        return out
+
+    taken: set[str] = set()
+    train = distinct(n_train, lambda s: True, taken)
+    vocab = {w for s in train for w in s.split()}
+    seen = lambda s: all(w in vocab for w in s.split())  # noqa: E731
+    dev = distinct(n_dev, seen, taken)
+    test = distinct(n_test, seen, taken)
+    return [(s, s) for s in train], [(s, s) for s in dev], [(s, s) for s in test]
+
+
+def _draw_bible(rng: random.Random, n_train: int, n_dev: int, n_test: int) -> tuple[list, list, list]:
+    """Disjoint random KJV clauses for train, dev and test."""
+    pool = list(text.kjv_sentences())
+    if n_train + n_dev + n_test > len(pool):
+        raise ValueError(f"the bible domain has {len(pool)} sentences; asked for {n_train + n_dev + n_test}")
+    picked = rng.sample(pool, n_train + n_dev + n_test)
+    return picked[:n_train], picked[n_train:n_train + n_dev], picked[n_train + n_dev:]
+
+
+def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits: dict | None = None,
+                voices: list[str] | None = None, speed_warp: float = 0.0) -> list[Utterance]:
+    """Every utterance of the corpus, drawn from ``seed`` alone (same arguments -> same plan).
+
+    ``voices`` restricts the training voices (names from ``VOICES``, e.g. "espeak:en-us+m3", "flite:kal");
+    ``speed_warp`` w gives each utterance a sox speed factor drawn from [1 - w, 1 + w].
+    """
+    if domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+    if not 0.0 <= speed_warp < 0.5:
+        raise ValueError(f"speed_warp must be in [0, 0.5), got {speed_warp}")
+    train_voices = list(voices) if voices else list(TRAIN_VOICES)
+    bad = [v for v in train_voices if v not in TRAIN_VOICES]
+    if bad:
+        raise ValueError(f"voices must be training voices such as {TRAIN_VOICES[0]!r} or 'flite:kal', got {bad}")
+    counts = split_counts(utterances, dict(splits or DEFAULT_FRACTIONS))
+    n_test = max(counts.get(s, 0) for s in ("test-sentences", "test-voice", "test-accent"))
+    draw = _draw_commands if domain == "commands" else _draw_bible
+    train, dev, test = draw(random.Random(f"{seed}:text"), counts.get("train", 0), counts.get("dev", 0), n_test)
+    texts = {"train": train, "dev": dev, "test-sentences": test, "test-voice": test, "test-accent": test}
+
+    rng = random.Random(f"{seed}:voices")
+    espeak_train = [v for v in train_voices if v.startswith("espeak:")]
+    flite_train = [v for v in train_voices if v.startswith("flite:")]
+    flite_share = FLITE_SHARE if espeak_train and flite_train else float(bool(flite_train))
+    plan, next_index = [], defaultdict(int)
+    for split in SPLITS:
+        for spoken, transcript in texts[split][:counts.get(split, 0)]:
+            if split == "test-voice":
+                voice = f"flite:{HELDOUT_FLITE_VOICE}"
+            elif split == "test-accent":
+                voice = f"espeak:{HELDOUT_ACCENT}+{rng.choice(ESPEAK_VARIANTS)}"
+            else:
+                voice = rng.choice(flite_train if rng.random() < flite_share else espeak_train)
+            speaker, chapter = VOICES[voice], CHAPTER_OF_SPLIT[split]
+            index = next_index[speaker, chapter]
+            next_index[speaker, chapter] += 1
+            params = (dict(speed=rng.randint(*ESPEAK_SPEED_WPM), pitch=rng.randint(*ESPEAK_PITCH))
+                      if voice.startswith("espeak:") else dict(stretch=round(rng.uniform(*FLITE_STRETCH), 3)))
+            warp = round(rng.uniform(1 - speed_warp, 1 + speed_warp), 3) if speed_warp else 1.0
+            plan.append(Utterance(f"{speaker}-{chapter}-{index:04d}", split, voice, spoken, transcript,
+                                  warp=warp, **params))
+    return plan
+
+
+def _engine_command(utt: Utterance, programs: dict[str, str]) -> list[str]:
+    """The TTS command that writes the utterance as WAV to stdout (espeak reads the text on stdin)."""
+    engine, name = utt.voice.split(":")
+    if engine == "espeak":
+        return [programs["espeak-ng"], "-v", name, "-s", str(utt.speed), "-p", str(utt.pitch), "--stdout",
+                "--stdin"]
+    return [programs["flite"], "-voice", name, "--setf", f"duration_stretch={utt.stretch}", "-t", utt.spoken,
+            "-o", "/dev/stdout"]  # flite hangs on text from a stdin pipe
+
+
+def synthesize(utt: Utterance, path: Path, programs: dict[str, str]) -> None:
+    """Speak ``utt`` with its engine, then sox -> 16 kHz mono 16-bit FLAC at ``path`` (atomic)."""
+    engine = subprocess.run(_engine_command(utt, programs), input=utt.spoken.encode(), capture_output=True)
+    if engine.returncode != 0 or len(engine.stdout) <= 44:  # 44 bytes: a WAV header without samples
+        raise RuntimeError(f"{utt.voice} failed on {utt.utt_id} ({utt.spoken!r}): {engine.stderr.decode()[-500:]}")
+    with fileio.atomic_path(path) as tmp:
+        sox = [programs["sox"], "-q", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
+               "-t", "flac", str(tmp)] + (["speed", str(utt.warp)] if utt.warp != 1.0 else [])
+        converted = subprocess.run(sox, input=engine.stdout, capture_output=True)
+        if converted.returncode != 0:
+            raise RuntimeError(f"sox failed on {utt.utt_id}: {converted.stderr.decode()[-500:]}")
+
+
+def _programs(plan: list[Utterance]) -> dict[str, str]:
+    """Paths of the programs the plan needs; RuntimeError naming the first one missing."""
+    needed = {"sox": "sox"}
+    if any(u.voice.startswith("espeak:") for u in plan):
+        needed["espeak-ng"] = "espeak-ng"
+    if any(u.voice.startswith("flite:") for u in plan):
+        needed["flite"] = "flite"
+    return {name: text.require_program(name, package) for name, package in needed.items()}
+
+
+def generate_corpus(out_dir: str | Path, utterances: int, domain: str = "commands", seed: int = 0,
+                    jobs: int = 2, splits: dict | None = None, voices: list[str] | None = None,
+                    speed_warp: float = 0.0, progress: bool = True) -> CorpusResult:
+    """Synthesise the corpus planned by ``plan_corpus`` into ``out_dir`` (LibriSpeech layout).
+
+    Re-running with the same arguments reuses the FLAC files already there; other arguments on the same
+    directory raise ValueError (a new corpus needs a new directory). ``jobs`` engines run at once.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    start = time.perf_counter()
+    root = Path(out_dir)
+    config = dict(utterances=utterances, domain=domain, seed=seed, splits=dict(splits or DEFAULT_FRACTIONS),
+                  voices=sorted(voices) if voices else None, speed_warp=speed_warp)
+    config_path = root / "synth_config.json"
+    if config_path.exists() and json.loads(config_path.read_text()) != config:
+        raise ValueError(f"out_dir {root} holds a corpus made with other arguments ({config_path}); use a new one")
+    plan = plan_corpus(utterances, domain, seed, splits, voices, speed_warp)
+    programs = _programs(plan)
+    fileio.write_json(config_path, config)
+
+    todo = [u for u in plan if not (root / u.relpath).exists()]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        work = pool.map(lambda u: synthesize(u, root / u.relpath, programs), todo)
+        if progress:
+            from tqdm import tqdm
+
+            work = tqdm(work, total=len(todo), desc="synthesising", unit="utt", file=sys.stderr)
+        for _ in work:
+            pass
+
+    chapters = defaultdict(list)
+    for u in plan:
+        chapters[u.relpath.parent].append(f"{u.utt_id} {u.transcript.upper()}\n")
+    for chapter_dir, lines in chapters.items():
+        fileio.write_text(root / chapter_dir / f"{chapter_dir.parent.name}-{chapter_dir.name}.trans.txt",
+                          "".join(lines))
+    fileio.write_jsonl(root / "metadata.jsonl", (asdict(u) for u in plan))
+    counts = defaultdict(int)
+    for u in plan:
+        counts[u.split] += 1
+    return CorpusResult(root, dict(counts), len(todo), len(plan) - len(todo), time.perf_counter() - start)
+
+
+def _parse_splits(arg: str) -> dict[str, float]:
+    """"train=0.8,dev=0.1" -> {"train": 0.8, "dev": 0.1}."""
+    try:
+        return {k: float(v) for k, v in (item.split("=") for item in arg.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--splits wants NAME=FRACTION,..., got {arg!r}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--utterances", type=int, required=True, help="total over all splits")
+    parser.add_argument("--domain", choices=DOMAINS, default="commands")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2, help="engines running at once")
+    parser.add_argument("--splits", type=_parse_splits, default=None,
+                        help=f"NAME=FRACTION,... over {', '.join(SPLITS)} (default: 0.8 train, 0.05 each other)")
+    parser.add_argument("--voices", default=None, help="comma-separated training voices, e.g. espeak:en-us+m3,flite:kal")
+    parser.add_argument("--speed-warp", type=float, default=0.0, help="sox speed factor drawn from [1-w, 1+w]")
+    args = parser.parse_args(argv)
+    result = generate_corpus(args.out_dir, args.utterances, args.domain, args.seed, args.jobs, args.splits,
+                             args.voices.split(",") if args.voices else None, args.speed_warp)
+    print(json.dumps({"root": str(result.root), "counts": result.counts, "synthesized": result.synthesized,
+                      "reused": result.reused, "seconds": round(result.seconds, 1)}))
+
+
+if __name__ == "__main__":
+    main()
