@@ -3,7 +3,8 @@
 NeMo's ``EncDecRNNTBPEModel`` supplies the tokenizer, datasets, prediction network, joint, decoding, WER,
 ``transcribe()``, ``.nemo`` save/restore and export. This class adds what the MLPerf recipe needs on top:
 the plugin's fused RNN-T loss (``loss.loss_name: rnnt_plugin``; NeMo 3.0 has no hook to register a loss, so the
-model builds it), and loading of Lightning checkpoints without unpickling arbitrary objects.
+model builds it), ``.nemo`` archives that hold the EMA weights when training keeps an EMA, and loading of
+Lightning checkpoints without unpickling arbitrary objects.
 """
 
 import collections
@@ -19,6 +20,7 @@ from omegaconf.base import ContainerMetadata, Metadata
 from omegaconf.nodes import AnyNode
 
 from rnnt_plugin.losses import PLUGIN_LOSS_NAME, resolve_rnnt_loss
+from rnnt_plugin.optim.ema import EMA, ema_state_dict_from_checkpoint, ema_weights_applied
 
 
 class MLPerfRNNTModel(EncDecRNNTBPEModel):
@@ -52,6 +54,11 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         if self.joint.fuse_loss_wer:
             self.joint.set_loss(self.loss)
 
+    def save_to(self, save_path: str):
+        """Write the ``.nemo`` with the EMA weights when the trainer keeps an EMA, else the weights as they are."""
+        with ema_weights_applied(self):
+            super().save_to(save_path)
+
     def change_vocabulary(self, *args, **kwargs):
         """NeMo's vocabulary change rebuilds its own loss; put ours back afterwards."""
         super().change_vocabulary(*args, **kwargs)
@@ -67,7 +74,8 @@ _CHECKPOINT_SAFE_GLOBALS = [
 def load_model(path: str, map_location: str = "cpu") -> MLPerfRNNTModel:
     """Load a ``.nemo`` archive or a Lightning ``.ckpt`` training checkpoint, in eval mode.
 
-    Checkpoints are read with ``torch.load(weights_only=True)``, allowing only OmegaConf's config classes.
+    Checkpoints are read with ``torch.load(weights_only=True)``, allowing only OmegaConf's config classes; a
+    checkpoint of a run with an EMA gives the EMA weights, as validation saw them.
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"model file not found: {path}")
@@ -77,7 +85,8 @@ def load_model(path: str, map_location: str = "cpu") -> MLPerfRNNTModel:
         with torch.serialization.safe_globals(_CHECKPOINT_SAFE_GLOBALS):
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
         model = MLPerfRNNTModel(cfg=checkpoint["hyper_parameters"]["cfg"])
-        model.load_state_dict(checkpoint["state_dict"])
+        has_ema = EMA.__qualname__ in checkpoint.get("callbacks", {})
+        model.load_state_dict(ema_state_dict_from_checkpoint(checkpoint) if has_ema else checkpoint["state_dict"])
     else:
         raise ValueError(f"{path}: expected a .nemo archive or a .ckpt checkpoint")
     return model.eval()

@@ -11,16 +11,22 @@ from nemo.utils.exp_manager import exp_manager
 from omegaconf import DictConfig, OmegaConf
 
 from rnnt_plugin.models import MLPerfRNNTModel
+from rnnt_plugin.optim.ema import EMA
 
 
 def train(cfg: DictConfig) -> MLPerfRNNTModel:
     """Train the model that ``cfg.model`` describes with ``cfg.trainer``; return it with its final weights.
 
+    ``cfg.ema.decay`` (optional) keeps an EMA of the weights for validation and the final ``.nemo``.
     ``cfg.nemo_path`` (optional) is where the final ``.nemo`` is written; by default
     ``<exp_manager log dir>/<name>.nemo``.
     """
     pl.seed_everything(cfg.get("seed", 1), workers=True)
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    callbacks = []
+    ema_decay = (cfg.get("ema") or {}).get("decay")
+    if ema_decay is not None:
+        callbacks.append(EMA(decay=ema_decay))
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=callbacks)
     log_dir: Optional[Path] = exp_manager(trainer, cfg.get("exp_manager", None))
     model = MLPerfRNNTModel(cfg=cfg.model, trainer=trainer)
     trainer.fit(model)

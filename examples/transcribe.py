@@ -1,0 +1,63 @@
+"""Transcribe audio files, a directory of them, or a manifest with a .nemo model or a training checkpoint.
+
+Usage:
+    python examples/transcribe.py --model model.nemo a.wav b.flac
+    python examples/transcribe.py --model model.nemo --manifest DATA/manifests/test.json --output hyps.json
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import soundfile
+
+import rnnt_plugin  # noqa: F401  (registers the plugin with NeMo)
+from rnnt_plugin.evaluation import read_manifest, transcribe_files
+from rnnt_plugin.models import load_model
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def collect_audio(inputs, manifest):
+    """Audio paths from files, directories (searched recursively) and an optional manifest, in order."""
+    paths = [u.audio_filepath for u in read_manifest(manifest)] if manifest else []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        elif path.is_file():
+            paths.append(str(path))
+        else:
+            raise FileNotFoundError(f"no such audio file or directory: {item}")
+    return paths
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help=".nemo archive or .ckpt training checkpoint")
+    parser.add_argument("audio", nargs="*", help="audio files or directories")
+    parser.add_argument("--manifest", help="NeMo JSON-lines manifest of audio to transcribe")
+    parser.add_argument("--output", help="write JSON lines {audio_filepath, pred_text} here")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+
+    audio = collect_audio(args.audio, args.manifest)
+    if not audio:
+        parser.error("no audio given")
+    model = load_model(args.model)
+    start = time.perf_counter()
+    texts = transcribe_files(model, audio, args.batch_size)
+    seconds = time.perf_counter() - start
+    audio_seconds = sum(soundfile.info(path).duration for path in audio)
+    for path, text in zip(audio, texts):
+        print(f"{path}\t{text}")
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            for path, text in zip(audio, texts):
+                f.write(json.dumps({"audio_filepath": path, "pred_text": text}) + "\n")
+    print(f"{len(audio)} files, {audio_seconds:.1f} s of audio in {seconds:.1f} s: RTFx {audio_seconds / seconds:.1f}")
+
+
+if __name__ == "__main__":
+    main()
