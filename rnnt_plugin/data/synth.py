@@ -207,12 +207,15 @@ def _engine_command(utt: Utterance, programs: dict[str, str]) -> list[str]:
 
 
 def synthesize(utt: Utterance, path: Path, programs: dict[str, str]) -> None:
-    """Speak ``utt`` with its engine, then sox -> 16 kHz mono 16-bit FLAC at ``path`` (atomic)."""
+    """Speak ``utt`` with its engine, then sox -> 16 kHz mono 16-bit FLAC at ``path`` (atomic).
+
+    sox runs without dither (-D), so the same utterance gives the same samples every time.
+    """
     engine = subprocess.run(_engine_command(utt, programs), input=utt.spoken.encode(), capture_output=True)
     if engine.returncode != 0 or len(engine.stdout) <= 44:  # 44 bytes: a WAV header without samples
         raise RuntimeError(f"{utt.voice} failed on {utt.utt_id} ({utt.spoken!r}): {engine.stderr.decode()[-500:]}")
     with fileio.atomic_path(path) as tmp:
-        sox = [programs["sox"], "-q", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
+        sox = [programs["sox"], "-q", "-D", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
                "-t", "flac", str(tmp)] + (["speed", str(utt.warp)] if utt.warp != 1.0 else [])
         converted = subprocess.run(sox, input=engine.stdout, capture_output=True)
         if converted.returncode != 0:

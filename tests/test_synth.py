@@ -1,0 +1,142 @@
+"""Synthetic corpus: grammar, text, plan (reproducibility, held-out splits) and synthesis into the layout."""
+
+import os
+import random
+
+import pytest
+import soundfile as sf
+
+from rnnt_plugin.data import grammar, synth, text
+
+
+def test_number_words():
+    assert [grammar.number_words(n) for n in (1, 13, 20, 42, 99)] == [
+        "one", "thirteen", "twenty", "forty two", "ninety nine"]
+    with pytest.raises(ValueError, match="n must be"):
+        grammar.number_words(100)
+
+
+def test_grammar_sentences_are_clean_and_within_the_vocabulary():
+    rng, vocab = random.Random(0), grammar.vocabulary()
+    sentences = [grammar.sentence(rng) for _ in range(2000)]
+    assert 200 <= len(vocab) <= 600
+    assert len(set(sentences)) > 1000
+    for s in sentences:
+        assert text.is_clean_transcript(s), s
+        assert grammar.MIN_WORDS <= len(s.split()) <= grammar.MAX_WORDS, s
+        assert set(s.split()) <= vocab, s
+
+
+def test_split_kjv_keeps_clean_clauses_only():
+    verses = ["And God said, Let there be light: and there was light.",
+              "The LORD is my shepherd; I shall not want.",
+              "These are the 12 tribes.", "Give ear, O ye heavens", "Jesus wept.", "well-known words here"]
+    assert text.split_kjv(verses) == [
+        ("And God said, Let there be light", "and god said let there be light"),
+        ("and there was light", "and there was light"),
+        ("The lord is my shepherd", "the lord is my shepherd"),
+        ("I shall not want", "i shall not want"),
+        ("Give ear, O ye heavens", "give ear o ye heavens"),
+    ]
+
+
+def test_split_counts():
+    assert synth.split_counts(100, synth.DEFAULT_FRACTIONS) == {
+        "train": 80, "dev": 5, "test-sentences": 5, "test-voice": 5, "test-accent": 5}
+    assert synth.split_counts(7, {"train": 40, "dev": 10, "test-sentences": 10}) == {
+        "train": 5, "dev": 1, "test-sentences": 1}
+    with pytest.raises(ValueError, match="splits"):
+        synth.split_counts(10, {"valid": 1.0})
+    with pytest.raises(ValueError, match="utterances"):
+        synth.split_counts(2, synth.DEFAULT_FRACTIONS)
+
+
+def _check_plan(plan, domain):
+    by_split = {s: [u for u in plan if u.split == s] for s in synth.SPLITS}
+    train_texts = {u.transcript for u in by_split["train"]}
+    train_words = {w for t in train_texts for w in t.split()}
+    for split in ("dev", "test-sentences", "test-voice", "test-accent"):
+        for u in by_split[split]:
+            assert u.transcript not in train_texts, (split, u.transcript)
+            if domain == "commands":
+                assert set(u.transcript.split()) <= train_words, (split, u.transcript)
+    assert not {u.transcript for u in by_split["dev"]} & {u.transcript for u in by_split["test-sentences"]}
+    assert all(u.voice == "flite:slt" for u in by_split["test-voice"])
+    assert all(u.voice.startswith("espeak:en-029+") for u in by_split["test-accent"])
+    for split in ("train", "dev", "test-sentences"):
+        assert all(u.voice in synth.TRAIN_VOICES for u in by_split[split])
+    assert len({u.utt_id for u in plan}) == len(plan)
+    assert {u.voice.split(":")[0] for u in by_split["train"]} == {"espeak", "flite"}
+
+
+def test_commands_plan_is_reproducible_and_holds_out_sentences_voices_and_accent():
+    plan = synth.plan_corpus(400, "commands", seed=3, speed_warp=0.1)
+    assert plan == synth.plan_corpus(400, "commands", seed=3, speed_warp=0.1)
+    assert [u.transcript for u in plan] != [u.transcript for u in synth.plan_corpus(400, "commands", seed=4)]
+    _check_plan(plan, "commands")
+    warps = [u.warp for u in plan]
+    assert min(warps) >= 0.9 and max(warps) <= 1.1 and len(set(warps)) > 10
+    speeds = [u.speed for u in plan if u.voice.startswith("espeak:")]
+    assert min(speeds) >= 140 and max(speeds) <= 200 and len(set(speeds)) > 10
+
+
+def test_bible_plan():
+    plan = synth.plan_corpus(200, "bible", seed=1)
+    _check_plan(plan, "bible")
+    for u in plan:
+        assert text.is_clean_transcript(u.transcript) and 3 <= len(u.transcript.split()) <= 20, u.transcript
+
+
+def test_plan_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="domain"):
+        synth.plan_corpus(10, "news")
+    with pytest.raises(ValueError, match="voices"):
+        synth.plan_corpus(10, voices=["flite:slt"])  # the held-out voice cannot train
+    with pytest.raises(ValueError, match="speed_warp"):
+        synth.plan_corpus(10, speed_warp=0.7)
+
+
+def test_missing_engine_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match="'sox'.*install"):
+        synth.generate_corpus(tmp_path / "c", 5, splits={"train": 1.0}, voices=["flite:kal"], progress=False)
+
+
+def test_generated_corpus_layout_and_reuse(synth_corpus):
+    from tests.conftest import SYNTH_SPLITS, SYNTH_VOICES
+
+    root = synth_corpus.data_dir
+    trans_files = sorted(root.glob("*/*/*/*.trans.txt"))
+    assert {p.relative_to(root).parts[0] for p in trans_files} == set(SYNTH_SPLITS)
+    n_lines = 0
+    for trans in trans_files:
+        speaker, chapter = trans.parent.parent.name, trans.parent.name
+        assert trans.name == f"{speaker}-{chapter}.trans.txt"
+        for line in trans.read_text().splitlines():
+            utt_id, words = line.split(" ", 1)
+            assert utt_id.startswith(f"{speaker}-{chapter}-") and words == words.upper(), line
+            info = sf.info(trans.parent / f"{utt_id}.flac")
+            assert (info.samplerate, info.channels, info.format) == (16000, 1, "FLAC")
+            assert 0.5 < info.duration < 8.0
+            n_lines += 1
+    assert n_lines == sum(SYNTH_SPLITS.values())
+    assert not [p for p in root.rglob("*") if ".tmp" in p.name]
+    # Same arguments: nothing to synthesise again; other arguments on the same directory: refused.
+    again = synth.generate_corpus(root, n_lines, seed=0, jobs=1, splits=SYNTH_SPLITS, voices=SYNTH_VOICES,
+                                  progress=False)
+    assert (again.synthesized, again.reused, again.counts) == (0, n_lines, SYNTH_SPLITS)
+    with pytest.raises(ValueError, match="other arguments"):
+        synth.generate_corpus(root, n_lines, seed=1, splits=SYNTH_SPLITS, voices=SYNTH_VOICES, progress=False)
+
+
+def test_synthesis_is_deterministic(tmp_path):
+    plan = synth.plan_corpus(6, seed=5, splits={"train": 1.0}, voices=["espeak:en-gb-x-rp+f3", "flite:awb"],
+                             speed_warp=0.1)
+    programs = {"sox": "sox", "espeak-ng": "espeak-ng", "flite": "flite"}
+    for u in plan[:3]:
+        synth.synthesize(u, tmp_path / "a.flac", programs)
+        synth.synthesize(u, tmp_path / "b.flac", programs)
+        a, rate = sf.read(tmp_path / "a.flac")
+        b, _ = sf.read(tmp_path / "b.flac")
+        assert rate == 16000 and len(a) > 8000 and (a == b).all(), u
+    assert sorted(os.listdir(tmp_path)) == ["a.flac", "b.flac"]
