@@ -254,20 +254,20 @@ def prepare(data_dir: str | Path, subsets: list[str], train_subsets: list[str] |
 
     seen: dict[str, str] = {}
     utts, issues = [], []
+    bad_per_subset = {}  # transcript lines left out for bad input
     for subset in subsets:
         found, problems = scan_subset(subset_dir(data_dir, subset), subset, seen)
         utts += found
         issues += problems
+        bad_per_subset[subset] = sum(i.line is not None for i in problems)
     issues += _check_all(utts, data_dir / "wav" if convert_wav else None, jobs)
     if strict and issues:
         raise PrepareError(issues)
     good = [u for u in utts if u.duration > 0]
+    for u in utts:
+        bad_per_subset[u.subset] += u.duration <= 0
 
     manifests, kept, dropped, too_long = {}, {}, {}, {}
-    bad_per_subset = {s: 0 for s in subsets}
-    for u in utts:
-        if u.duration <= 0:
-            bad_per_subset[u.subset] += 1
     for subset in subsets:
         rows = [u for u in good if u.subset == subset]
         if subset in train_subsets:
