@@ -27,6 +27,20 @@ from nemo.core.neural_types import AudioSignal, LengthsType, MelSpectrogramType,
 __all__ = ["MLPerfFilterbankFeatures", "SpecAugment"]
 
 _NORMALIZE_TYPES = ("per_feature", "all_features", None)
+_MEL_BLOCKS = 4  # the mel product runs on 4 blocks of filters, each over its own frequency bins only
+
+
+def _filterbank_blocks(fb: torch.Tensor, blocks: int) -> list:
+    """(F, K) filterbank -> [(first filter, end filter, first bin, end bin)] covering every non-zero weight."""
+    bounds = [round(i * fb.shape[0] / blocks) for i in range(blocks + 1)]
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if hi == lo:
+            continue
+        used = fb[lo:hi].ne(0).any(dim=0).nonzero()[:, 0]  # bins any filter of the block uses
+        first, end = (int(used[0]), int(used[-1]) + 1) if used.numel() else (0, 1)
+        out.append((lo, hi, first, end))
+    return out
 
 
 def _valid_frames_mask(lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -115,6 +129,7 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
         highfreq = highfreq if highfreq is not None else sample_rate / 2
         fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_filt, fmin=lowfreq, fmax=highfreq)
         self.register_buffer("fb", torch.as_tensor(fb, dtype=torch.float32), persistent=False)  # (F, n_fft//2+1)
+        self._fb_blocks = _filterbank_blocks(self.fb, min(_MEL_BLOCKS, n_filt))
 
     @property
     def input_types(self):
@@ -169,21 +184,25 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
                 f"(at least n_fft // 2 + 1 for reflection padding, at most the padded audio length)"
             )
 
-    def _reflect_pad(self, x: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-        """Reflect each utterance at its own ends, as torch's 'reflect' mode: x (B, S) -> (B, S + n_fft).
+    def _preemphasis_reflect(self, x: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        """Pre-emphasise and reflect each utterance at its own ends: x (B, S) -> (B, S + n_fft).
 
-        The batch is reflected at S; then the n_fft // 2 samples after each shorter utterance are overwritten with
-        that utterance's own reflection. Samples further on only reach frames past its length (masked later).
+        Equal to torch's 'reflect' padding of n_fft // 2 applied to each pre-emphasised utterance alone. Samples
+        further than n_fft // 2 past an utterance's end reach only frames past its length (masked later).
         """
         pad = self.n_fft // 2
-        padded = torch.nn.functional.pad(x, (pad, pad), mode="reflect")  # (B, S + n_fft)
+        # Column j of y is sample j - pad; the edge padding is overwritten by the reflections below.
+        z = torch.nn.functional.pad(x, (pad + 1, pad), mode="replicate")  # (B, S + n_fft + 1)
+        y = z[:, 1:] if self.preemph is None else torch.sub(z[:, 1:], z[:, :-1], alpha=self.preemph)
+        y[:, pad] = x[:, 0]
+        y[:, :pad] = y[:, pad + 1 : 2 * pad + 1].flip(-1)  # y[-k] = y[k]
         offset = torch.arange(pad, device=x.device)[None, :]  # (1, pad)
-        last = (length - 1)[:, None]  # (B, 1)
-        tail = torch.gather(x, 1, (last - 1 - offset).clamp(min=0))  # (B, pad): x[n - 2], x[n - 3], ...
-        return padded.scatter(1, last + 1 + pad + offset, tail)
+        last = pad + length[:, None] - 1  # (B, 1) column of each utterance's last sample
+        tail = torch.gather(y, 1, last - 1 - offset)  # (B, pad): y[n - 2], y[n - 3], ... for n samples
+        return y.scatter_(1, last + 1 + offset, tail)
 
     def _power_spectrum(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, S + n_fft) padded audio -> (B, T, n_fft // 2 + 1) power spectrum, in x's dtype."""
+        """(B, S + n_fft) padded audio -> (B, T, n_fft // 2 + 1) float32 power spectrum."""
         # The ONNX exporter needs the real-pair STFT; elsewhere the complex one avoids a deprecation warning.
         export = torch.onnx.is_in_onnx_export()
         spec = torch.stft(
@@ -196,14 +215,20 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
             return_complex=not export,
         )
         spec = spec if export else torch.view_as_real(spec)  # (B, n_fft // 2 + 1, T, 2), stored as (B, T, ., 2)
-        spec = spec.transpose(1, 2)  # (B, T, n_fft // 2 + 1, 2), contiguous for the complex STFT
+        # float32 from here: squares and sums of positive terms lose no precision.
+        spec = spec.transpose(1, 2).float()  # (B, T, n_fft // 2 + 1, 2), contiguous for the complex STFT
         re, im = spec[..., 0], spec[..., 1]
         return torch.addcmul(re * re, im, im)
 
+    def _mel(self, power: torch.Tensor) -> torch.Tensor:
+        """(B, T, n_fft // 2 + 1) power -> (B, T, F) mel energies, skipping the filterbank's zero blocks."""
+        fb = self.fb.to(power.dtype)
+        return torch.cat([power[..., a:b] @ fb[lo:hi, a:b].t() for lo, hi, a, b in self._fb_blocks], dim=-1)
+
     def _normalize(self, x: torch.Tensor, valid: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """Mean/unbiased-std normalisation over valid frames; x (B, F, T), valid (B, 1, T), frames (B,)."""
-        dims = (-1,) if self.normalize == "per_feature" else (-2, -1)
-        count = frames.to(x.dtype).view(-1, 1, 1) * (1 if self.normalize == "per_feature" else x.shape[1])
+        """Mean/unbiased-std normalisation over valid frames; x (B, T, F), valid (B, T, 1), frames (B,)."""
+        dims = (1,) if self.normalize == "per_feature" else (1, 2)
+        count = frames.to(x.dtype).view(-1, 1, 1) * (1 if self.normalize == "per_feature" else x.shape[2])
         mean = (x * valid).sum(dims, keepdim=True) / count
         sq_dev = ((x - mean) * valid).pow(2).sum(dims, keepdim=True)
         std = (sq_dev / (count - 1).clamp(min=1)).sqrt()  # unbiased, as torch.std; 0 for a single frame
@@ -212,23 +237,21 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
     def get_features(self, input_signal: torch.Tensor, length: torch.Tensor):
         """Audio (B, S) float + lengths (B,) int -> features (B, F, T) + frame counts (B,) int64."""
         self._check_inputs(input_signal, length)
-        x = input_signal
-        if self.dither > 0:
-            x = x + self.dither * torch.randn_like(x)
         # The STFT runs in float64: in float32 its rounding moves the log energy of bands ~70 dB below the
         # frame's peak by up to ~1e-3 (measured against float64 on espeak-ng speech).
-        x = x.double()
-        if self.preemph is not None:
-            x = torch.cat((x[:, :1], x[:, 1:] - self.preemph * x[:, :-1]), dim=1)  # (B, S)
-        x = self._power_spectrum(self._reflect_pad(x, length))  # (B, T, n_fft // 2 + 1)
-        x = torch.matmul(self.fb.float(), x.float().transpose(1, 2))  # (B, F, T)
+        x = input_signal.double()  # (B, S)
+        if self.dither > 0:
+            x = torch.add(x, torch.randn_like(input_signal), alpha=self.dither)
+        x = self._power_spectrum(self._preemphasis_reflect(x, length))  # (B, T, n_fft // 2 + 1)
+        x = self._mel(x)  # (B, T, F)
         if self.log:
             x = torch.log(x + self.log_zero_guard)
         frames = self.get_seq_len(length)  # (B,)
-        valid = _valid_frames_mask(frames, x.shape[-1]).unsqueeze(1)  # (B, 1, T)
+        valid = _valid_frames_mask(frames, x.shape[1]).unsqueeze(-1)  # (B, T, 1)
         if self.normalize is not None:
             x = self._normalize(x, valid, frames)
-        return x.masked_fill(~valid, 0.0), frames
+        x = x.masked_fill(~valid, 0.0).transpose(1, 2)  # (B, F, T)
+        return x.contiguous(), frames
 
 
 class SpecAugment(NeuralModule):
