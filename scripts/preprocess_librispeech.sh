@@ -6,8 +6,8 @@
 # to `python -m rnnt_plugin.data.librispeech prepare` (see its --help); a later --subsets overrides the default.
 set -euo pipefail
 if [ $# -lt 1 ]; then sed -n 3p "$0" >&2; exit 2; fi
-DATA_DIR=$1; shift
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DATA_DIR=$(realpath -m "$1"); shift
 PY=${PYTHON:-python3}
 [ -x "$ROOT/.venv/bin/python" ] && [ -z "${PYTHON:-}" ] && PY="$ROOT/.venv/bin/python"
 cd "$ROOT"
