@@ -1,0 +1,75 @@
+"""Webdataset shards: read back through NeMo's tarred dataset, the same audio and text as from the files."""
+
+import json
+import shutil
+import tarfile
+
+import pytest
+
+from rnnt_plugin.data import shards
+from rnnt_plugin.data.librispeech import prepare
+
+
+def _by_utterance(dataset, items):
+    """{utt id: (waveform (T,), token ids (U,))} from a NeMo dataset's samples."""
+    out = {}
+    for sample in items:
+        audio, audio_len, tokens, tokens_len, index = sample
+        utt_id = dataset.get_manifest_sample(int(index)).audio_file.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        out[utt_id] = (audio[: int(audio_len)].clone(), tokens[: int(tokens_len)].tolist())
+    return out
+
+
+def test_nemo_reads_the_same_samples_from_shards_as_from_files(synth_corpus, tmp_path):
+    from nemo.collections.asr.data.audio_to_text import AudioToBPEDataset, TarredAudioToBPEDataset
+    from nemo.collections.common.tokenizers import SentencePieceTokenizer
+
+    info = json.loads(shards.write_shards(synth_corpus.manifests["train"], tmp_path / "sh", 3, seed=1).read_text())
+    assert info["num_shards"] == 3 and info["utterances"] == 40
+    tokenizer = SentencePieceTokenizer(str(synth_corpus.tokenizer_dir / "tokenizer.model"))
+    files = AudioToBPEDataset(str(synth_corpus.manifests["train"]), tokenizer, sample_rate=16000,
+                              return_sample_id=True)
+    tarred = TarredAudioToBPEDataset(info["tarred_audio_filepaths"], info["manifest_filepath"], tokenizer,
+                                     sample_rate=16000, shuffle_n=0, return_sample_id=True)
+    from_files = _by_utterance(files, (files[i] for i in range(len(files))))
+    from_shards = _by_utterance(tarred, iter(tarred))
+    assert sorted(from_shards) == sorted(from_files) and len(from_shards) == 40
+    for utt_id, (audio, tokens) in from_files.items():
+        assert tokens == from_shards[utt_id][1], utt_id
+        assert audio.shape == from_shards[utt_id][0].shape and bool((audio == from_shards[utt_id][0]).all())
+
+
+def test_shard_layout_is_shuffled_balanced_and_reproducible(synth_corpus, tmp_path):
+    manifest = synth_corpus.manifests["train"]
+    source = [json.loads(r) for r in manifest.read_text().splitlines()]
+    shards.write_shards(manifest, tmp_path / "a", 3, seed=7)
+    shards.write_shards(manifest, tmp_path / "b", 3, seed=7)
+    rows = [json.loads(r) for r in (tmp_path / "a" / "tarred_audio_manifest.json").read_text().splitlines()]
+    assert [r["shard_id"] for r in rows] == sorted(r["shard_id"] for r in rows)
+    assert [sum(r["shard_id"] == s for r in rows) for s in range(3)] == [13, 13, 14]
+    names = [r["audio_filepath"] for r in rows]
+    assert sorted(names) == sorted(s["audio_filepath"].rsplit("/", 1)[1] for s in source)
+    assert names != [s["audio_filepath"].rsplit("/", 1)[1] for s in source]  # shuffled
+    for s in range(3):
+        assert (tmp_path / "a" / f"audio_{s}.tar").read_bytes() == (tmp_path / "b" / f"audio_{s}.tar").read_bytes()
+        with tarfile.open(tmp_path / "a" / f"audio_{s}.tar") as tar:
+            members = tar.getnames()
+            part = [r for r in rows if r["shard_id"] == s]
+            assert members[0::2] == [r["audio_filepath"] for r in part]
+            assert [tar.extractfile(m).read().decode() for m in members[1::2]] == [r["text"] for r in part]
+        lines = (tmp_path / "a" / "sharded_manifests" / f"manifest_{s}.json").read_text().splitlines()
+        assert [json.loads(r) for r in lines] == [r for r in rows if r["shard_id"] == s]
+
+
+def test_shard_argument_errors_and_prepare_option(synth_corpus, tmp_path):
+    with pytest.raises(ValueError, match="num_shards must be in 1..10"):
+        shards.write_shards(synth_corpus.manifests["dev"], tmp_path / "x", 11)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops\n")
+    with pytest.raises(ValueError, match="bad.json:1: not JSON"):
+        shards.write_shards(bad, tmp_path / "y", 1)
+    root = tmp_path / "data"
+    shutil.copytree(synth_corpus.data_dir / "train", root / "train")
+    result = prepare(root, ["train"], vocab_size=0, shards=2)
+    info = json.loads((root / "shards" / "train" / "shards.json").read_text())
+    assert info["num_shards"] == 2 and info["utterances"] == result.kept["train"] == 40
