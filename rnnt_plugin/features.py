@@ -167,6 +167,8 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
         return torch.div(length + (self.hop_length - 1), self.hop_length, rounding_mode="floor").long()
 
     def _check_inputs(self, input_signal: torch.Tensor, length: torch.Tensor) -> None:
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return  # checks on values cannot be traced
         if input_signal.dim() != 2:
             raise ValueError(f"input_signal must be (B, S) audio, got shape {tuple(input_signal.shape)}")
         if length.dim() != 1 or length.shape[0] != input_signal.shape[0] or length.is_floating_point():
@@ -174,8 +176,6 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
                 f"length must be (B,) integer sample counts with B={input_signal.shape[0]}, "
                 f"got shape {tuple(length.shape)} dtype {length.dtype}"
             )
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            return  # data-dependent checks cannot be traced
         bad = ((length < self.min_samples) | (length > input_signal.shape[1])).nonzero()
         if bad.numel():
             i = int(bad[0, 0])
@@ -260,7 +260,8 @@ class SpecAugment(NeuralModule):
     For each utterance: ``freq_masks`` bands of width uniform in [min_freq, max_freq] starting uniformly in
     [0, max(1, F - width)), and time bands of width uniform in [min_time, max_time] starting uniformly in
     [0, max(1, T - width)), T being the padded batch length as in the reference. ``max_time`` in (0, 1) is
-    adaptive: round(max_time * length) for each utterance; so is ``time_masks`` in (0, 1) for the count.
+    adaptive: round(max_time * length) for each utterance (raised to min_time where smaller); so is ``time_masks``
+    in (0, 1) for the count.
     Masked values become ``mask_value``. In eval mode the input passes unchanged.
     """
 

@@ -120,6 +120,13 @@ def test_filterbank_is_slaney_mel():
     np.testing.assert_allclose(featurizer().filter_banks.numpy(), expected, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("n_filt, n_fft", [(80, 512), (64, 512), (3, 512), (40, 1024)])
+def test_block_mel_product_equals_dense(n_filt, n_fft):
+    model = featurizer(n_filt=n_filt, n_fft=n_fft)
+    power = torch.rand(2, 7, n_fft // 2 + 1)
+    torch.testing.assert_close(model._mel(power), power @ model.filter_banks.t(), rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("n_samples", [257, 320, 1599, 1600, 1601, 16001])
 def test_lengths_and_frame_count(n_samples):
     audio, lens = batch([np.random.default_rng(n_samples).standard_normal(n_samples), np.ones(300)])
