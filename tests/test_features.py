@@ -197,20 +197,24 @@ def test_from_config_dict_through_nemo():
     assert model.filter_banks.shape == (80, 257)
 
 
-def test_onnx_export_matches_pytorch(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+@pytest.mark.parametrize("suffix", ["onnx", "ts"])
+def test_export_matches_pytorch(tmp_path, suffix):
     model = featurizer()
-    path = tmp_path / "features.onnx"
+    path = tmp_path / f"features.{suffix}"
     model.export(str(path))
-    session = ort.InferenceSession(str(path))
     # Another batch size and audio length than the export example: the axes are dynamic.
     audio = torch.randn(3, 12345) * 0.1
     lens = torch.tensor([12345, 9000, 3001])
     expected, expected_lens = model(input_signal=audio, length=lens)
-    inputs = {i.name: v for i, v in zip(session.get_inputs(), (audio.numpy(), lens.numpy()))}
-    got, got_lens = session.run(None, inputs)
-    np.testing.assert_array_equal(got_lens, expected_lens.numpy())
-    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=0)
+    if suffix == "onnx":
+        ort = pytest.importorskip("onnxruntime")
+        session = ort.InferenceSession(str(path))
+        inputs = {i.name: v for i, v in zip(session.get_inputs(), (audio.numpy(), lens.numpy()))}
+        got, got_lens = (torch.as_tensor(v) for v in session.run(None, inputs))
+    else:
+        got, got_lens = torch.jit.load(str(path))(audio, lens)
+    assert torch.equal(got_lens, expected_lens)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
 
 
 # ---- SpecAugment ----
