@@ -35,6 +35,11 @@ def _cuda_args(tensors):
     return [cuda.as_cuda_array(t.detach()) for t in tensors], stream
 
 
+# Lattice rows handed to a CPU thread at a time: rows past a sample's length are cheap, so static halves of the
+# batch would leave threads idle on variable-length batches; 4 rows are still >= 4 x U x V elements of work.
+_ROWS_PER_CHUNK = 4
+
+
 def _set_cpu_threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
@@ -49,8 +54,9 @@ def _forward_kernels(x, labels, logit_lengths, target_lengths, blank, buffers) -
         cuda_kernels.forward(*arrays[:4], blank, *arrays[4:], stream=stream)
         return
     _set_cpu_threads()
-    cpu.normaliser(x.numpy(), labels.numpy(), logit_lengths.numpy(), target_lengths.numpy(), blank,
-                   lse.numpy(), lp_blank.numpy(), lp_label.numpy())
+    with numba.parallel_chunksize(_ROWS_PER_CHUNK):
+        cpu.normaliser(x.numpy(), labels.numpy(), logit_lengths.numpy(), target_lengths.numpy(), blank,
+                       lse.numpy(), lp_blank.numpy(), lp_label.numpy())
     cpu.alpha_beta(lp_blank.numpy(), lp_label.numpy(), logit_lengths.numpy(), target_lengths.numpy(),
                    alphas.numpy(), betas.numpy(), ll.numpy())
 
@@ -65,8 +71,9 @@ def _gradient_kernel(x, labels, logit_lengths, target_lengths, blank, buffers, s
         cuda_kernels.gradient(*arrays[:4], blank, *arrays[4:11], fastemit_lambda, clamp, arrays[11], stream=stream)
         return
     _set_cpu_threads()
-    cpu.gradient(x.numpy(), labels.numpy(), logit_lengths.numpy(), target_lengths.numpy(), blank,
-                 *(t.numpy() for t in buffers), scale.numpy(), fastemit_lambda, clamp, grad.numpy())
+    with numba.parallel_chunksize(_ROWS_PER_CHUNK):
+        cpu.gradient(x.numpy(), labels.numpy(), logit_lengths.numpy(), target_lengths.numpy(), blank,
+                     *(t.numpy() for t in buffers), scale.numpy(), fastemit_lambda, clamp, grad.numpy())
 
 
 class RNNTFunction(torch.autograd.Function):
