@@ -171,6 +171,20 @@ def test_reductions_match_nemo_definitions():
         RNNTLoss(blank=5, reduction="avg")
 
 
+def test_module_supports_nemo_fused_joint_protocol():
+    """NeMo's joint (fuse_loss_wer) sets reduction to None per sub-batch, then calls loss.reduce on the lists."""
+    logits, labels, logit_lengths, target_lengths = _batch(4, 5, 3, 6, -1, seed=12)
+    module = RNNTLoss(blank=5, reduction="mean")
+    whole = module(log_probs=logits, targets=labels, input_lengths=logit_lengths, target_lengths=target_lengths)
+    module.reduction = None
+    parts = [module(log_probs=logits[i : i + 2], targets=labels[i : i + 2], input_lengths=logit_lengths[i : i + 2],
+                    target_lengths=target_lengths[i : i + 2]) for i in (0, 2)]
+    assert parts[0].shape == (2,)
+    module.reduction = "mean"
+    reduced = module.reduce(parts, [target_lengths[:2], target_lengths[2:]])
+    torch.testing.assert_close(reduced, whole, rtol=1e-12, atol=1e-12)
+
+
 def test_clamp_bounds_each_per_sample_gradient_before_the_reduction_scale():
     logits, labels, logit_lengths, target_lengths = _batch(3, 6, 4, 5, -1, seed=7)
     logits = logits * 4  # sharp distributions: large gradients

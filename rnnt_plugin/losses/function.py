@@ -177,6 +177,8 @@ class RNNTLoss(torch.nn.Module):
     """RNN-T loss module with NeMo's call signature; `log_probs` are RAW joint logits (B, T, U+1, V).
 
     See `rnnt_loss` for the arguments; `blank` is required (NeMo passes the vocabulary size, i.e. the last index).
+    Like NeMo's RNNTLoss, `reduction` may be set to None between calls (per-sample losses) and `reduce` reduces
+    per-sample losses afterwards: NeMo's joint does both when it fuses loss and WER over sub-batches.
     """
 
     def __init__(
@@ -189,10 +191,8 @@ class RNNTLoss(torch.nn.Module):
         grad_inplace: bool = False,
     ):
         super().__init__()
-        if reduction is None:
-            reduction = "none"
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}")
+        if reduction is not None and reduction not in REDUCTIONS:
+            raise ValueError(f"`reduction` must be one of {REDUCTIONS} or None, got {reduction!r}")
         self.blank = blank
         self.reduction = reduction
         self.fastemit_lambda = fastemit_lambda
@@ -205,3 +205,9 @@ class RNNTLoss(torch.nn.Module):
         return rnnt_loss(log_probs, targets, input_lengths, target_lengths, blank=self.blank,
                          reduction=self.reduction, fastemit_lambda=self.fastemit_lambda, clamp=self.clamp,
                          zero_infinity=self.zero_infinity, grad_inplace=self.grad_inplace)
+
+    def reduce(self, losses, target_lengths) -> torch.Tensor:
+        """Reduce per-sample losses (B,) (or lists of them, one per sub-batch) with `self.reduction`."""
+        if isinstance(losses, (list, tuple)):
+            losses, target_lengths = torch.cat(list(losses)), torch.cat(list(target_lengths))
+        return reduce_losses(losses, target_lengths, self.reduction or "none")
