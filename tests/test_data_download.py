@@ -164,3 +164,9 @@ def test_broken_archive_leaves_no_subset(archives, tmp_path):
     (tmp_path / "LibriSpeech" / "dev-clean" / "stale").write_text("x")
     target = download.extract(tmp_path / "good.tar.gz", tmp_path, "dev-clean", progress=False)
     assert not (target / "stale").exists() and len(list(target.glob("*/*/*.flac"))) == 10
+
+
+def test_command_line_checks_the_published_md5(server, tmp_path):
+    with pytest.raises(SystemExit, match="download failed: dev-clean.tar.gz: MD5 .* expected 42e2234b"):
+        download.main([str(tmp_path), "--subsets", "dev-clean", "--mirror", _url(server)])
+    assert list((tmp_path / "archives").iterdir()) == []

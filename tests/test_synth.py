@@ -1,5 +1,6 @@
 """Synthetic corpus: grammar, text, plan (reproducibility, held-out splits) and synthesis into the layout."""
 
+import json
 import os
 import random
 
@@ -140,3 +141,19 @@ def test_synthesis_is_deterministic(tmp_path):
         b, _ = sf.read(tmp_path / "b.flac")
         assert rate == 16000 and len(a) > 8000 and (a == b).all(), u
     assert sorted(os.listdir(tmp_path)) == ["a.flac", "b.flac"]
+
+
+def test_command_lines_synth_then_prepare(tmp_path, capsys):
+    from rnnt_plugin.data import librispeech
+
+    root = tmp_path / "corpus"
+    synth.main([str(root), "--utterances", "3", "--splits", "train=1", "--voices", "flite:kal,espeak:en-us+m1",
+                "--jobs", "1", "--seed", "2"])
+    made = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert made["counts"] == {"train": 3} and made["synthesized"] == 3
+    librispeech.main(["prepare", str(root), "--subsets", "train", "--vocab-size", "0", "--jobs", "1"])
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["kept"] == {"train": 3}
+    next(root.glob("train/*/*/*.flac")).write_bytes(b"broken")
+    with pytest.raises(SystemExit) as exit_code:
+        librispeech.main(["prepare", str(root), "--subsets", "train", "--vocab-size", "0", "--strict"])
+    assert exit_code.value.code == 2 and "unreadable or corrupt audio" in capsys.readouterr().err

@@ -99,8 +99,8 @@ def fetch(url: str, dest: str | Path, md5: str | None = None, retries: int = 5, 
         except _NETWORK_ERRORS as e:
             last_error = e
     else:
-        raise RuntimeError(f"{url}: gave up after {retries + 1} attempts ({last_error}); "
-                           f"{part} is kept and a re-run resumes it")
+        kept = f"; {part} is kept and a re-run resumes it" if part.exists() else ""
+        raise RuntimeError(f"{url}: gave up after {retries + 1} attempts ({last_error}){kept}")
     if md5 is not None:
         got = md5sum(part)
         if got != md5:
@@ -176,8 +176,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--remove-archives", action="store_true", help="delete each archive once extracted")
     parser.add_argument("--retries", type=int, default=5, help="resumed attempts after a cut connection")
     args = parser.parse_args(argv)
-    for subset, path in download(args.data_dir, args.subsets, args.mirror, remove_archives=args.remove_archives,
-                                 retries=args.retries).items():
+    try:
+        done = download(args.data_dir, args.subsets, args.mirror, remove_archives=args.remove_archives,
+                        retries=args.retries)
+    except (RuntimeError, ValueError) as e:
+        sys.exit(f"download failed: {e}")
+    for subset, path in done.items():
         print(f"{subset}: {path}")
 
 
