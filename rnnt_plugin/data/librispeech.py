@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
