@@ -1,12 +1,16 @@
-"""Word error rate of a .nemo model or a training checkpoint on a manifest, with per-utterance output.
+"""Word error rate of a .nemo model or a training checkpoint on one or more manifests, per-utterance output.
 
 Usage:
     python examples/evaluate.py --model model.nemo --manifest DATA/manifests/dev-clean.json \
-        --output dev-clean.predictions.json
+        --manifest DATA/manifests/test-clean.json --output-dir results/
+
+Prints one JSON line per manifest ({"manifest", "wer", "words", "utterances", "predictions"}) and writes
+``<output-dir>/<manifest name>.predictions.json`` with text, pred_text and word_errors per utterance.
 """
 
 import argparse
 import json
+from pathlib import Path
 
 import rnnt_plugin  # noqa: F401  (registers the plugin with NeMo)
 from rnnt_plugin.evaluation import evaluate
@@ -16,12 +20,19 @@ from rnnt_plugin.models import load_model
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help=".nemo archive or .ckpt training checkpoint")
-    parser.add_argument("--manifest", required=True, help="NeMo JSON-lines manifest with reference text")
-    parser.add_argument("--output", required=True, help="per-utterance JSON lines: text, pred_text, word_errors")
+    parser.add_argument("--manifest", required=True, action="append", help="NeMo JSON-lines manifest (repeatable)")
+    parser.add_argument("--output-dir", required=True, help="where the per-utterance predictions go")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
-    result = evaluate(load_model(args.model), args.manifest, args.output, args.batch_size)
-    print(json.dumps({"wer": result.wer, "words": result.words, "utterances": result.utterances}))
+    names = [Path(m).stem for m in args.manifest]
+    if len(set(names)) != len(names):
+        parser.error(f"manifests need distinct file names, got {names}")
+    model = load_model(args.model)
+    for manifest, name in zip(args.manifest, names):
+        output = Path(args.output_dir) / f"{name}.predictions.json"
+        result = evaluate(model, manifest, str(output), args.batch_size)
+        print(json.dumps({"manifest": manifest, "wer": result.wer, "words": result.words,
+                          "utterances": result.utterances, "predictions": str(output)}), flush=True)
 
 
 if __name__ == "__main__":
