@@ -41,16 +41,19 @@ def _make_normaliser(dtype, threads_per_cell: int, cells_per_block: int):
         live = b < logits.shape[0]
         if live:
             live = t < logit_lengths[b] and u <= target_lengths[b]
-        top = neg_inf
+        top = dtype(neg_inf)
         if live:
             for v in range(lane, vocab, threads_per_cell):
-                top = max(top, logits[b, t, u, v])
+                value = logits[b, t, u, v]
+                if value > top:  # comparisons, not max(): CUDA's max() cannot compile ahead of time (no driver)
+                    top = value
         scratch[slot, lane] = top
         cuda.syncthreads()
         step = threads_per_cell // 2
         while step > 0:
             if lane < step:
-                scratch[slot, lane] = max(scratch[slot, lane], scratch[slot, lane + step])
+                if scratch[slot, lane + step] > scratch[slot, lane]:
+                    scratch[slot, lane] = scratch[slot, lane + step]
             cuda.syncthreads()
             step //= 2
         top = scratch[slot, 0]
@@ -79,51 +82,34 @@ def _make_normaliser(dtype, threads_per_cell: int, cells_per_block: int):
     return normaliser
 
 
-def _logaddexp(a, b):
-    if a == -math.inf:
-        return b
-    if b == -math.inf:
-        return a
-    if a > b:
-        return a + math.log1p(math.exp(b - a))
-    return b + math.log1p(math.exp(a - b))
-
-
-_logaddexp_device = cuda.jit(device=True)(_logaddexp)
-
-
 @cuda.jit
 def _alpha_beta(lp_blank, lp_label, logit_lengths, target_lengths, alphas, betas, ll):
     b = cuda.blockIdx.x
     backward = cuda.blockIdx.y == 1
     n_t = logit_lengths[b]
     n_u = target_lengths[b]
+    neg_inf = -math.inf
     for step in range(n_t + n_u):  # anti-diagonals, t + u = step (alphas) or n_t - 1 + n_u - step (betas)
         diagonal = n_t - 1 + n_u - step if backward else step
         for u in range(cuda.threadIdx.x, n_u + 1, cuda.blockDim.x):
             t = diagonal - u
             if t < 0 or t >= n_t:
                 continue
+            # the two incoming (alphas) or outgoing (betas) paths: via blank (x) and via a label (y)
             if backward:
-                if t == n_t - 1 and u == n_u:
-                    betas[b, t, u] = lp_blank[b, t, u]
-                elif t == n_t - 1:
-                    betas[b, t, u] = betas[b, t, u + 1] + lp_label[b, t, u]
-                elif u == n_u:
-                    betas[b, t, u] = betas[b, t + 1, u] + lp_blank[b, t, u]
-                else:
-                    betas[b, t, u] = _logaddexp_device(betas[b, t + 1, u] + lp_blank[b, t, u],
-                                                       betas[b, t, u + 1] + lp_label[b, t, u])
+                x = lp_blank[b, t, u] + (betas[b, t + 1, u] if t < n_t - 1 else 0.0 if u == n_u else neg_inf)
+                y = betas[b, t, u + 1] + lp_label[b, t, u] if u < n_u else neg_inf
             else:
-                if t == 0 and u == 0:
-                    alphas[b, t, u] = 0.0
-                elif t == 0:
-                    alphas[b, t, u] = alphas[b, t, u - 1] + lp_label[b, t, u - 1]
-                elif u == 0:
-                    alphas[b, t, u] = alphas[b, t - 1, u] + lp_blank[b, t - 1, u]
-                else:
-                    alphas[b, t, u] = _logaddexp_device(alphas[b, t - 1, u] + lp_blank[b, t - 1, u],
-                                                        alphas[b, t, u - 1] + lp_label[b, t, u - 1])
+                x = alphas[b, t - 1, u] + lp_blank[b, t - 1, u] if t > 0 else 0.0 if u == 0 else neg_inf
+                y = alphas[b, t, u - 1] + lp_label[b, t, u - 1] if u > 0 else neg_inf
+            if x < y:
+                x, y = y, x
+            if y != neg_inf:  # log(exp(x) + exp(y)), inlined: device functions need a driver to compile
+                x += math.log1p(math.exp(y - x))
+            if backward:
+                betas[b, t, u] = x
+            else:
+                alphas[b, t, u] = x
         cuda.syncthreads()  # the next diagonal reads this one (global memory, same block)
     if not backward and cuda.threadIdx.x == 0:
         ll[b] = alphas[b, n_t - 1, n_u] + lp_blank[b, n_t - 1, n_u]
@@ -173,7 +159,10 @@ def _make_gradient(dtype, threads_per_cell: int, cells_per_block: int):
             if v == label:
                 g -= label_term
             if clamp > 0.0:
-                g = min(max(g, -bound), bound)
+                if g > bound:
+                    g = bound
+                elif g < -bound:
+                    g = -bound
             grad[b, t, u, v] = g
 
     return gradient
