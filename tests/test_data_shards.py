@@ -3,8 +3,10 @@
 import json
 import shutil
 import tarfile
+from pathlib import Path
 
 import pytest
+import torch
 
 from rnnt_plugin.data import shards
 from rnnt_plugin.data.librispeech import prepare
@@ -73,3 +75,33 @@ def test_shard_argument_errors_and_prepare_option(synth_corpus, tmp_path):
     result = prepare(root, ["train"], vocab_size=0, shards=2)
     info = json.loads((root / "shards" / "train" / "shards.json").read_text())
     assert info["num_shards"] == 2 and info["utterances"] == result.kept["train"] == 40
+
+
+def test_training_steps_stream_from_shards(synth_corpus, tmp_path):
+    """examples/train.py's driver, fed from the shards (tiny model, 2 steps, no validation or checkpoints)."""
+    from hydra import compose, initialize_config_dir
+    from nemo.collections.asr.data.audio_to_text import TarredAudioToBPEDataset
+
+    from rnnt_plugin.training import train
+
+    info = json.loads(shards.write_shards(synth_corpus.manifests["train"], tmp_path / "sh", 2).read_text())
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base=None):
+        cfg = compose(config_name="small_cpu", overrides=[
+            f"model.tokenizer.dir={synth_corpus.tokenizer_dir}",
+            f"model.train_ds.manifest_filepath={info['manifest_filepath']}",
+            "++model.train_ds.is_tarred=true",
+            f"++model.train_ds.tarred_audio_filepaths={info['tarred_audio_filepaths']}",
+            f"model.validation_ds.manifest_filepath={synth_corpus.manifests['dev']}",
+            "model.train_ds.batch_size=4", "model.train_ds.augmentor=null",
+            "model.model_defaults.enc_hidden=32", "model.model_defaults.pred_hidden=32",
+            "model.model_defaults.joint_hidden=32",
+            "trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=0",
+            "trainer.log_every_n_steps=100",  # no training WER: greedy decoding of an untrained model is slow
+            f"exp_manager.exp_dir={tmp_path / 'exp'}", "exp_manager.create_checkpoint_callback=false",
+            f"nemo_path={tmp_path / 'm.nemo'}",
+        ])
+    model = train(cfg)
+    assert isinstance(model._train_dl.dataset, TarredAudioToBPEDataset)
+    assert model.trainer.global_step == 2
+    assert torch.isfinite(model.trainer.callback_metrics["train_loss"])
