@@ -223,6 +223,11 @@ def test_grad_inplace_writes_into_the_logits_buffer():
     assert seen == [joint.data_ptr()]
     torch.testing.assert_close(joint.detach(), expected)  # the logits now hold their gradient
     torch.testing.assert_close(weight.grad, (expected * logits).sum())
+    # an op whose backward needs the logits (here log_softmax) must not silently see them overwritten
+    raw = logits.clone().requires_grad_()
+    loss = RNNTLoss(blank=-1, grad_inplace=True)(torch.log_softmax(raw, -1), labels, logit_lengths, target_lengths)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
 
 
 def test_respects_torch_thread_count():

@@ -105,6 +105,10 @@ class RNNTFunction(torch.autograd.Function):
         grad = x if inplace else torch.empty_like(x)
         _gradient_kernel(x, labels, logit_lengths, target_lengths, blank, buffers, scale, fastemit_lambda, clamp,
                          grad)
+        if grad is x:
+            # the kernels write behind autograd's back: mark the logits modified, so that a backward that saved
+            # them (e.g. a log_softmax in front of the loss) raises instead of using the overwritten values
+            torch.autograd.graph.increment_version(x)
         return grad.to(dtype), None, None, None, None, None, None, None
 
 
