@@ -4,6 +4,15 @@ NeMo 3.0 has no hook to register a loss, so the model class calls this once; NeM
 its own losses is asked for, so `rnnt_plugin.losses` imports without NeMo.
 
     loss = resolve_rnnt_loss("rnnt_plugin", blank=1023, reduction="mean_batch", loss_kwargs={"clamp": 1.0})
+
+In a NeMo model config (the joint must hand over raw logits; an extra log_softmax is harmless to the value but
+costs a pass and, with grad_inplace, makes backward raise):
+
+    model:
+      joint: {log_softmax: false, ...}
+      loss:
+        loss_name: rnnt_plugin
+        rnnt_plugin_kwargs: {fastemit_lambda: 0.0, clamp: -1.0, grad_inplace: true}
 """
 
 import importlib.util
