@@ -157,3 +157,11 @@ def test_command_lines_synth_then_prepare(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_code:
         librispeech.main(["prepare", str(root), "--subsets", "train", "--vocab-size", "0", "--strict"])
     assert exit_code.value.code == 2 and "unreadable or corrupt audio" in capsys.readouterr().err
+
+
+def test_plan_ignores_the_order_of_splits_and_voices():
+    a = synth.plan_corpus(23, seed=1, splits={"train": 3, "dev": 1, "test-voice": 1},
+                          voices=["flite:kal", "espeak:en-us+m1", "flite:awb"])
+    b = synth.plan_corpus(23, seed=1, splits={"test-voice": 1, "dev": 1, "train": 3},
+                          voices=["espeak:en-us+m1", "flite:awb", "flite:kal"])
+    assert a == b

@@ -96,13 +96,17 @@ class CorpusResult:
 
 
 def split_counts(utterances: int, fractions: dict[str, float]) -> dict[str, int]:
-    """Split ``utterances`` over the splits in proportion to ``fractions`` (largest remainder, each >= 1)."""
+    """Split ``utterances`` over the splits in proportion to ``fractions`` (largest remainder, each >= 1).
+
+    ``fractions`` are relative weights: {"train": 0.8, "dev": 0.2} and {"train": 40, "dev": 10} both work.
+    """
     if not fractions or any(s not in SPLITS for s in fractions):
         raise ValueError(f"splits must be a non-empty subset of {SPLITS}, got {list(fractions)}")
     if any(f <= 0 for f in fractions.values()):
         raise ValueError(f"split fractions must be > 0, got {fractions}")
     if utterances < len(fractions):
         raise ValueError(f"utterances must be >= the number of splits ({len(fractions)}), got {utterances}")
+    fractions = {s: fractions[s] for s in SPLITS if s in fractions}  # fixed order: ties break the same way
     total = sum(fractions.values())
     exact = {s: utterances * f / total for s, f in fractions.items()}
     counts = {s: max(1, int(x)) for s, x in exact.items()}
@@ -155,6 +159,7 @@ def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits
                 voices: list[str] | None = None, speed_warp: float = 0.0) -> list[Utterance]:
     """Every utterance of the corpus, drawn from ``seed`` alone (same arguments -> same plan).
 
+    ``splits`` maps split names to relative weights (default 0.8 train, 0.05 each other split);
     ``voices`` restricts the training voices (names from ``VOICES``, e.g. "espeak:en-us+m3", "flite:kal");
     ``speed_warp`` w gives each utterance a sox speed factor drawn from [1 - w, 1 + w].
     """
@@ -162,7 +167,7 @@ def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
     if not 0.0 <= speed_warp < 0.5:
         raise ValueError(f"speed_warp must be in [0, 0.5), got {speed_warp}")
-    train_voices = list(voices) if voices else list(TRAIN_VOICES)
+    train_voices = sorted(set(voices)) if voices else list(TRAIN_VOICES)  # order-free, as the saved config
     bad = [v for v in train_voices if v not in TRAIN_VOICES]
     if bad:
         raise ValueError(f"voices must be training voices such as {TRAIN_VOICES[0]!r} or 'flite:kal', got {bad}")
