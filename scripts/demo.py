@@ -1,0 +1,173 @@
+"""The CPU demo: synthetic corpus -> preparation -> training -> evaluation -> .nemo -> transcription -> ONNX.
+
+Usage:
+    python scripts/demo.py                       # the full demo, about 20 minutes of training on 2 cores
+    python scripts/demo.py --out /tmp/demo --utterances 200 --train-minutes 1   # a quick look
+
+Every stage runs the project's own tools (the synthetic corpus generator, the LibriSpeech preparation,
+examples/train.py, examples/evaluate.py, examples/transcribe.py, examples/export.py) and is skipped when its
+output already exists, so a re-run reuses what is there. The summary is printed and written to
+<out>/summary.json; the training curve is drawn to <out>/training_curve.png.
+"""
+
+import argparse
+import glob
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from rnnt_plugin.data import librispeech, synth  # noqa: E402
+
+TEST_SPLITS = {"test-sentences": "wer_heldout_sentences", "test-voice": "wer_heldout_voice",
+               "test-accent": "wer_heldout_accent"}
+SPLITS = ["train", "dev", *TEST_SPLITS]
+
+
+def run(cmd, log_path: Path) -> str:
+    """Run a project tool, its output teed to ``log_path``; stop the demo with the log's tail if it fails."""
+    print("  $", " ".join(str(c) for c in cmd), flush=True)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                cwd=REPO)
+        lines = []
+        for line in proc.stdout:
+            log.write(line)
+            lines.append(line)
+            if "it/s" in line or "s/it" in line or line.startswith("{"):
+                print("   ", line.rstrip()[-160:], flush=True)
+        if proc.wait() != 0:
+            sys.exit(f"stage failed: {' '.join(map(str, cmd))}\n{''.join(lines[-40:])}\n(full log: {log_path})")
+    return "".join(lines)
+
+
+def train_curve(exp_dir: Path):
+    """(step, train_loss) and (step, val_wer) pairs from the TensorBoard log of the training run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = sorted(glob.glob(str(exp_dir / "**" / "events.out.tfevents.*"), recursive=True))
+    loss, wer = [], []
+    for path in events:
+        acc = EventAccumulator(path)
+        acc.Reload()
+        tags = acc.Tags()["scalars"]
+        loss += [(e.step, e.value) for e in acc.Scalars("train_loss")] if "train_loss" in tags else []
+        wer += [(e.step, e.value) for e in acc.Scalars("val_wer")] if "val_wer" in tags else []
+    return sorted(loss), sorted(wer)
+
+
+def plot_curve(loss, wer, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax_loss = plt.subplots(figsize=(8, 4.5))
+    ax_loss.plot([s for s, _ in loss], [v for _, v in loss], color="tab:blue", linewidth=0.8, label="train loss")
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("optimiser step")
+    ax_loss.set_ylabel("RNN-T loss per utterance", color="tab:blue")
+    ax_wer = ax_loss.twinx()
+    ax_wer.plot([s for s, _ in wer], [100 * v for _, v in wer], "o-", color="tab:red", label="dev WER (EMA)")
+    ax_wer.set_ylabel("dev WER %", color="tab:red")
+    ax_wer.set_ylim(0, 100)
+    fig.suptitle("rnnt_plugin CPU demo: training curve")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(REPO / "demo_output"), help="output directory (reused on re-runs)")
+    parser.add_argument("--utterances", type=int, default=4000, help="synthetic corpus size, all splits")
+    parser.add_argument("--train-minutes", type=float, default=18.0, help="training time budget")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs, if the time budget allows them")
+    parser.add_argument("--vocab-size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    times = {}
+
+    def stage(name):
+        print(f"\n== {name}", flush=True)
+        times[name] = time.perf_counter()
+
+    def done(name):
+        times[name] = round((time.perf_counter() - times[name]) / 60, 2)
+
+    start = time.perf_counter()
+    corpus = out / "corpus"
+    stage("corpus")
+    fractions = {"train": 0.85, "dev": 0.03, "test-sentences": 0.04, "test-voice": 0.04, "test-accent": 0.04}
+    synth.generate_corpus(corpus, args.utterances, domain="commands", seed=args.seed, jobs=args.jobs,
+                          splits=fractions, speed_warp=0.1)
+    done("corpus")
+
+    stage("prepare")
+    manifests = {s: corpus / "manifests" / f"{s}.json" for s in SPLITS}
+    tokenizer_dir = next(iter(sorted(corpus.glob("tokenizer*"))), None)
+    if not all(m.exists() for m in manifests.values()) or tokenizer_dir is None:
+        prepared = librispeech.prepare(corpus, SPLITS, train_subsets=["train"], vocab_size=args.vocab_size,
+                                       jobs=args.jobs)
+        manifests, tokenizer_dir = prepared.manifests, prepared.tokenizer_dir
+    done("prepare")
+
+    model = out / "model.nemo"
+    exp_dir = out / "exp"
+    stage("train")
+    if not model.exists():
+        minutes = int(args.train_minutes)
+        seconds = round((args.train_minutes - minutes) * 60)
+        run([py, "examples/train.py", "--config-name", "small_cpu",
+             f"model.tokenizer.dir={tokenizer_dir}",
+             f"model.train_ds.manifest_filepath={manifests['train']}",
+             f"model.validation_ds.manifest_filepath={manifests['dev']}",
+             f"trainer.max_epochs={args.epochs}", f"trainer.max_time=00:00:{minutes:02d}:{seconds:02d}",
+             f"exp_manager.exp_dir={exp_dir}", f"nemo_path={model}"], out / "train.log")
+        (out / "train_minutes.txt").write_text(f"{(time.perf_counter() - times['train']) / 60:.2f}\n")
+    done("train")
+    loss, wer = train_curve(exp_dir)
+    if loss:
+        plot_curve(loss, wer, out / "training_curve.png")
+
+    stage("evaluate")
+    lines = run([py, "examples/evaluate.py", "--model", model, "--output-dir", out / "predictions",
+                 *[arg for s in TEST_SPLITS for arg in ("--manifest", manifests[s])]], out / "evaluate.log")
+    results = [json.loads(line) for line in lines.splitlines() if line.startswith("{")]
+    wers = {TEST_SPLITS[Path(r["manifest"]).stem]: round(r["wer"], 4) for r in results}
+    done("evaluate")
+
+    stage("transcribe")
+    samples = [json.loads(line)["audio_filepath"] for line in open(manifests["test-voice"])][:3]
+    run([py, "examples/transcribe.py", "--model", model, *samples, "--output", out / "transcribed.json"],
+        out / "transcribe.log")
+    done("transcribe")
+
+    summary = {
+        **wers,
+        "train_minutes": float((out / "train_minutes.txt").read_text()),
+        "total_minutes": round((time.perf_counter() - start) / 60, 2),
+        "stage_minutes": {k: v for k, v in times.items()},
+        "utterances": args.utterances,
+        "model": str(model),
+        "training_curve": str(out / "training_curve.png"),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n== summary")
+    print(f"{'test set':<38}{'WER %':>8}")
+    for split, key in TEST_SPLITS.items():
+        print(f"{split + ' (' + key + ')':<38}{100 * wers[key]:>8.1f}")
+    print("minutes per stage: " + ", ".join(f"{k} {v}" for k, v in times.items()))
+    print(f"files: {out} (summary.json, model.nemo, training_curve.png, predictions/, *.log)")
+
+
+if __name__ == "__main__":
+    main()
