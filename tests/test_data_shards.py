@@ -72,9 +72,12 @@ def test_shard_argument_errors_and_prepare_option(synth_corpus, tmp_path):
         shards.write_shards(bad, tmp_path / "y", 1)
     root = tmp_path / "data"
     shutil.copytree(synth_corpus.data_dir / "train", root / "train")
-    result = prepare(root, ["train"], vocab_size=0, shards=2)
-    info = json.loads((root / "shards" / "train" / "shards.json").read_text())
-    assert info["num_shards"] == 2 and info["utterances"] == result.kept["train"] == 40
+    shutil.copytree(synth_corpus.data_dir / "dev", root / "train-more")
+    result = prepare(root, ["train", "train-more"], vocab_size=0, shards=2)
+    assert result.shards == root.resolve() / "shards" / "train" / "shards.json"
+    info = json.loads(result.shards.read_text())
+    assert info["num_shards"] == 2 and info["utterances"] == result.kept["train"] + result.kept["train-more"] == 50
+    assert len(info["source_manifests"]) == 2
 
 
 def test_training_steps_stream_from_shards(synth_corpus, tmp_path):

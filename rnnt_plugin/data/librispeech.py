@@ -73,12 +73,13 @@ class Utterance:
 
 @dataclass
 class Prepared:
-    """What ``prepare`` wrote: manifest per subset, tokenizer directory, report."""
+    """What ``prepare`` wrote: manifest per subset, tokenizer directory, report, training shards."""
 
     data_dir: Path
     manifests: dict[str, Path]
     tokenizer_dir: Path | None
     report: Path
+    shards: Path | None = None  # shards.json of the training shards, when asked for
     kept: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
 
@@ -236,8 +237,8 @@ def prepare(data_dir: str | Path, subsets: list[str], train_subsets: list[str] |
             seed: int = 0) -> Prepared:
     """Manifests for ``subsets``, the tokenizer (trained on ``train_subsets``) and a report; see the module doc.
 
-    ``vocab_size`` 0 skips the tokenizer. ``shards`` N > 0 also writes N webdataset shards per training subset
-    (``rnnt_plugin.data.shards``), shuffled with ``seed``. Raises PrepareError (a ValueError) in strict mode
+    ``vocab_size`` 0 skips the tokenizer. ``shards`` N > 0 also writes N webdataset shards of all training
+    subsets together to ``DATA_DIR/shards/train/`` (``rnnt_plugin.data.shards``), shuffled with ``seed``. Raises PrepareError (a ValueError) in strict mode
     when the input has problems, before writing anything.
     """
     data_dir = Path(data_dir).resolve()
@@ -283,13 +284,12 @@ def prepare(data_dir: str | Path, subsets: list[str], train_subsets: list[str] |
         texts = [u.text for u in good if u.subset in train_subsets]
         tokenizer_dir = train_tokenizer(texts, data_dir / f"tokenizer_spe_unigram_v{vocab_size}", vocab_size,
                                         threads=jobs)
-    shard_info = {}
+    shards_json = None
     if shards:
         from rnnt_plugin.data import shards as shard_writer
 
-        for subset in train_subsets:
-            shard_info[subset] = shard_writer.write_shards(manifests[subset], data_dir / "shards" / subset,
-                                                           shards, seed=seed)
+        shards_json = shard_writer.write_shards([manifests[s] for s in train_subsets], data_dir / "shards" / "train",
+                                                shards, seed=seed, jobs=jobs)
     report_path = data_dir / "manifests" / "report.json"
     report = {
         "subsets": {s: {"kept": kept[s], "dropped": dropped[s], "dropped_too_long": too_long.get(s, 0),
@@ -298,11 +298,11 @@ def prepare(data_dir: str | Path, subsets: list[str], train_subsets: list[str] |
                     for s in subsets},
         "max_duration": max_duration, "train_subsets": train_subsets,
         "tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None,
-        "shards": {s: str(p) for s, p in shard_info.items()},
+        "shards": str(shards_json) if shards_json else None,
         "issues": [asdict(i) for i in issues],
     }
     fileio.write_json(report_path, report)
-    return Prepared(data_dir, manifests, tokenizer_dir, report_path, kept, dropped)
+    return Prepared(data_dir, manifests, tokenizer_dir, report_path, shards_json, kept, dropped)
 
 
 def read_manifest(path: str | Path) -> tuple[list[dict], list[Issue]]:
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-duration", type=float, default=MAX_TRAIN_DURATION, help="training filter, seconds")
     p.add_argument("--convert-wav", action="store_true", help="also write 16-bit WAV under DATA_DIR/wav")
     p.add_argument("--strict", action="store_true", help="stop on the first bad input instead of skipping it")
-    p.add_argument("--shards", type=int, default=0, help="webdataset shards per training subset")
+    p.add_argument("--shards", type=int, default=0, help="webdataset shards of the training subsets together")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     c = commands.add_parser("check", help="validate a NeMo manifest and its audio")
     c.add_argument("manifest", type=Path)

@@ -2,8 +2,8 @@
 
 Usage:
     python -m rnnt_plugin.data.shards /data/LibriSpeech/manifests/train-clean-100.json /data/shards/tc100 \
-        --shards 32 --seed 0
-    (or ``python -m rnnt_plugin.data.librispeech prepare ... --shards 32``, which shards every training subset)
+        --shards 32 --seed 0      (several manifests before OUT_DIR are sharded together)
+    (or ``python -m rnnt_plugin.data.librispeech prepare ... --shards 32``: the training subsets together)
 
 Output in OUT_DIR, each file written atomically:
     audio_<i>.tar                  i = 0..N-1; per utterance ``<utt id>.flac`` (the original bytes) and
@@ -43,23 +43,28 @@ def _write_shard(path: Path, rows: list[dict], sources: list[str]) -> None:
                 _add(tar, f"{key}.txt", row["text"].encode("utf-8"))
 
 
-def write_shards(manifest: str | Path, out_dir: str | Path, num_shards: int, seed: int = 0,
+def write_shards(manifest: str | Path | list, out_dir: str | Path, num_shards: int, seed: int = 0,
                  jobs: int = 2) -> Path:
-    """Shuffle ``manifest`` with ``seed`` and cut it into ``num_shards`` tars of near-equal size.
+    """Shuffle ``manifest`` (one path or a list, taken together) with ``seed``; cut it into ``num_shards`` tars.
 
     Returns the path of ``shards.json`` (see the module doc). ValueError for a manifest with bad lines, two
     utterances with the same file name, or fewer utterances than shards.
     """
     from rnnt_plugin.data.librispeech import read_manifest
 
-    rows, issues = read_manifest(manifest)
-    if issues:
-        raise ValueError(f"manifest {manifest}: " + "; ".join(map(str, issues[:5])))
+    manifests = [manifest] if isinstance(manifest, (str, Path)) else list(manifest)
+    sources = ", ".join(map(str, manifests))
+    rows = []
+    for path in manifests:
+        found, issues = read_manifest(path)
+        if issues:
+            raise ValueError(f"manifest {path}: " + "; ".join(map(str, issues[:5])))
+        rows += found
     if not 1 <= num_shards <= len(rows):
-        raise ValueError(f"num_shards must be in 1..{len(rows)} (utterances in {manifest}), got {num_shards}")
+        raise ValueError(f"num_shards must be in 1..{len(rows)} (utterances in {sources}), got {num_shards}")
     names = [Path(r["audio_filepath"]).name for r in rows]
     if len(set(names)) != len(names):
-        raise ValueError(f"manifest {manifest}: audio file names must be unique (they key the tar members)")
+        raise ValueError(f"manifests {sources}: audio file names must be unique (they key the tar members)")
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     out_dir = Path(out_dir)
@@ -78,14 +83,15 @@ def write_shards(manifest: str | Path, out_dir: str | Path, num_shards: int, see
     fileio.write_jsonl(out_dir / "tarred_audio_manifest.json", (r for part in shard_rows for r in part))
     info = {"tarred_audio_filepaths": str(out_dir.resolve() / f"audio__OP_0..{num_shards - 1}_CL_.tar"),
             "manifest_filepath": str(out_dir.resolve() / "tarred_audio_manifest.json"),
-            "num_shards": num_shards, "utterances": len(rows), "seed": seed, "source_manifest": str(manifest)}
+            "num_shards": num_shards, "utterances": len(rows), "seed": seed,
+            "source_manifests": [str(m) for m in manifests]}
     fileio.write_json(out_dir / "shards.json", info)
     return out_dir / "shards.json"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("manifest", type=Path)
+    parser.add_argument("manifest", type=Path, nargs="+", help="one or more manifests, sharded together")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--shards", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
