@@ -134,6 +134,8 @@ def test_argument_errors(synth_corpus, tmp_path):
         prepare(tmp_path, ["train-clean-100"])
     with pytest.raises(ValueError, match="train_subsets"):
         prepare(synth_corpus.data_dir, ["dev"], train_subsets=["train"])
+    with pytest.raises(ValueError, match="need training subsets"):
+        prepare(synth_corpus.data_dir, ["dev"], vocab_size=16)
     with pytest.raises(ValueError, match="texts"):
         librispeech.train_tokenizer([], tmp_path / "tok")
 

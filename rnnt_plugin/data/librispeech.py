@@ -238,8 +238,8 @@ def prepare(data_dir: str | Path, subsets: list[str], train_subsets: list[str] |
     """Manifests for ``subsets``, the tokenizer (trained on ``train_subsets``) and a report; see the module doc.
 
     ``vocab_size`` 0 skips the tokenizer. ``shards`` N > 0 also writes N webdataset shards of all training
-    subsets together to ``DATA_DIR/shards/train/`` (``rnnt_plugin.data.shards``), shuffled with ``seed``. Raises PrepareError (a ValueError) in strict mode
-    when the input has problems, before writing anything.
+    subsets together to ``DATA_DIR/shards/train/`` (``rnnt_plugin.data.shards``), shuffled with ``seed``.
+    Raises PrepareError (a ValueError) in strict mode when the input has problems, before writing anything.
     """
     data_dir = Path(data_dir).resolve()
     if not subsets:
@@ -251,6 +251,9 @@ def prepare(data_dir: str | Path, subsets: list[str], train_subsets: list[str] |
         raise ValueError(f"train_subsets {train_subsets} must be among subsets {subsets}")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if (vocab_size or shards) and not train_subsets:
+        raise ValueError(f"vocab_size={vocab_size}, shards={shards}: the tokenizer and the shards need training "
+                         "subsets (train_subsets, or subset names starting with 'train'); pass 0 to skip them")
 
     seen: dict[str, str] = {}
     utts, issues = [], []
@@ -267,7 +270,7 @@ def prepare(data_dir: str | Path, subsets: list[str], train_subsets: list[str] |
     for u in utts:
         bad_per_subset[u.subset] += u.duration <= 0
 
-    manifests, kept, dropped, too_long = {}, {}, {}, {}
+    manifests, kept, dropped, too_long, hours = {}, {}, {}, {}, {}
     for subset in subsets:
         rows = [u for u in good if u.subset == subset]
         if subset in train_subsets:
@@ -277,6 +280,7 @@ def prepare(data_dir: str | Path, subsets: list[str], train_subsets: list[str] |
         fileio.write_jsonl(manifests[subset], ({"audio_filepath": str(u.audio), "duration": round(u.duration, 4),
                                                 "text": u.text} for u in rows))
         kept[subset] = len(rows)
+        hours[subset] = round(sum(u.duration for u in rows) / 3600, 4)
         dropped[subset] = too_long.get(subset, 0) + bad_per_subset[subset]
 
     tokenizer_dir = None
@@ -293,8 +297,7 @@ def prepare(data_dir: str | Path, subsets: list[str], train_subsets: list[str] |
     report_path = data_dir / "manifests" / "report.json"
     report = {
         "subsets": {s: {"kept": kept[s], "dropped": dropped[s], "dropped_too_long": too_long.get(s, 0),
-                        "dropped_bad_input": bad_per_subset[s],
-                        "hours": round(sum(u.duration for u in good if u.subset == s) / 3600, 4)}
+                        "dropped_bad_input": bad_per_subset[s], "hours_kept": hours[s]}
                     for s in subsets},
         "max_duration": max_duration, "train_subsets": train_subsets,
         "tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None,
