@@ -113,8 +113,8 @@ def main():
 
     stage("prepare")
     manifests = {s: corpus / "manifests" / f"{s}.json" for s in SPLITS}
-    tokenizer_dir = next(iter(sorted(corpus.glob("tokenizer*"))), None)
-    if not all(m.exists() for m in manifests.values()) or tokenizer_dir is None:
+    tokenizer_dir = corpus / f"tokenizer_spe_unigram_v{args.vocab_size}"
+    if not all(m.exists() for m in manifests.values()) or not (tokenizer_dir / "tokenizer.model").exists():
         prepared = librispeech.prepare(corpus, SPLITS, train_subsets=["train"], vocab_size=args.vocab_size,
                                        jobs=args.jobs)
         manifests, tokenizer_dir = prepared.manifests, prepared.tokenizer_dir
