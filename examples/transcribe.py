@@ -1,8 +1,11 @@
-"""Transcribe audio files, a directory of them, or a manifest with a .nemo model or a training checkpoint.
+"""Transcribe audio files, a directory of them, or a manifest with a .nemo model, a training checkpoint, or an
+ONNX export directory of examples/export.py (run on onnxruntime; same text as the .nemo it came from when both
+featurizers have the same dither, e.g. export with --no-dither from a model whose config has dither 0).
 
 Usage:
     python examples/transcribe.py --model model.nemo a.wav b.flac
     python examples/transcribe.py --model model.nemo --manifest DATA/manifests/test.json --output hyps.json
+    python examples/transcribe.py --model exported/ DATA/test-sentences
 """
 
 import argparse
@@ -13,6 +16,7 @@ from pathlib import Path
 import soundfile
 
 import rnnt_plugin  # noqa: F401  (registers the plugin with NeMo)
+from rnnt_plugin.decoding.onnx_greedy import OnnxTranscriber
 from rnnt_plugin.evaluation import read_manifest, transcribe_files
 from rnnt_plugin.models import load_model
 
@@ -35,7 +39,8 @@ def collect_audio(inputs, manifest):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help=".nemo archive or .ckpt training checkpoint")
+    parser.add_argument("--model", required=True,
+                        help=".nemo archive, .ckpt training checkpoint or ONNX export directory (examples/export.py)")
     parser.add_argument("audio", nargs="*", help="audio files or directories")
     parser.add_argument("--manifest", help="NeMo JSON-lines manifest of audio to transcribe")
     parser.add_argument("--output", help="write JSON lines {audio_filepath, pred_text} here")
@@ -45,9 +50,14 @@ def main():
     audio = collect_audio(args.audio, args.manifest)
     if not audio:
         parser.error("no audio given")
-    model = load_model(args.model)
-    start = time.perf_counter()
-    texts = transcribe_files(model, audio, args.batch_size)
+    if Path(args.model).is_dir():
+        transcriber = OnnxTranscriber(args.model)
+        start = time.perf_counter()
+        texts = transcriber.transcribe(audio, args.batch_size)
+    else:
+        model = load_model(args.model)
+        start = time.perf_counter()
+        texts = transcribe_files(model, audio, args.batch_size)
     seconds = time.perf_counter() - start
     audio_seconds = sum(soundfile.info(path).duration for path in audio)
     for path, text in zip(audio, texts):

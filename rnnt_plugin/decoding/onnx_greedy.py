@@ -1,0 +1,230 @@
+"""Greedy RNN-T transcription over onnxruntime: the deployment side of ``examples/export.py``.
+
+Self-contained on purpose: numpy, onnxruntime, sentencepiece and soundfile only (no torch, no NeMo, no other
+module of this package). ``examples/export.py`` copies this file into the export directory, so a deployment
+needs only that directory and those four packages:
+
+    pip install onnxruntime numpy sentencepiece soundfile
+    python OUT_DIR/onnx_greedy.py OUT_DIR a.wav b.flac          # prints "path<TAB>text" per file
+
+or from Python: ``OnnxTranscriber("OUT_DIR").transcribe(["a.wav"]) -> ["text"]``.
+
+The export directory holds (names below): the featurizer (audio -> log-mel features), the encoder, NeMo's
+decoder+joint (one prediction-network step and the joint for one encoder frame), the sentencepiece model and
+``deployment.json`` (blank id, decoding limits, sample rate, ...).
+
+Shapes: B batch, A utterances still decoding (A <= B), S samples, F features per 10 ms frame, T feature frames,
+D encoder width, T' encoder frames, L prediction-net LSTM layers, H their width, V vocabulary incl. blank.
+"""
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import onnxruntime
+import sentencepiece
+import soundfile
+
+DEPLOYMENT_CONFIG = "deployment.json"
+PREPROCESSOR = "preprocessor.onnx"
+ENCODER = "encoder-model.onnx"
+DECODER_JOINT = "decoder_joint-model.onnx"
+TOKENIZER = "tokenizer.model"
+
+
+@dataclass
+class DeploymentConfig:
+    """What ``deployment.json`` holds; ``examples/export.py`` writes it."""
+
+    model_name: str
+    sample_rate: int  # Hz; audio at another rate is refused (resample it first)
+    min_samples: int  # shortest audio the featurizer accepts
+    blank_id: int  # V - 1, the last joint output
+    max_symbols_per_step: int  # symbols emitted on one encoder frame at most (MLPerf: 30)
+    max_symbol_per_sample: int  # symbols per utterance at most (MLPerf: 300)
+    dither: float  # std of the noise the exported featurizer adds (0: deterministic)
+    format: str = "onnx"
+
+    @classmethod
+    def load(cls, path: Path) -> "DeploymentConfig":
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+        missing = [name for name in cls.__dataclass_fields__ if name not in values and name != "format"]
+        if missing:
+            raise ValueError(f"{path}: missing {', '.join(missing)}")
+        return cls(**{name: values[name] for name in cls.__dataclass_fields__ if name in values})
+
+
+def _session(path: Path, threads: int) -> onnxruntime.InferenceSession:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is this a directory written by examples/export.py?")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class GreedyDecoder:
+    """Batched greedy RNN-T search over NeMo's exported decoder+joint, the rule of NeMo's ``greedy`` strategy.
+
+    Each utterance keeps its own frame index; every step runs the decoder+joint once on the utterances still
+    decoding (A of them), each on its current frame. A blank moves that utterance to its next frame and keeps
+    its prediction-net state; a symbol is appended and updates the state, and the utterance stays on the frame
+    until it has emitted ``max_symbols_per_step`` there. An utterance is done at its last frame or after
+    ``max_symbol_per_sample`` symbols.
+    """
+
+    def __init__(self, session: onnxruntime.InferenceSession, blank_id: int, max_symbols_per_step: int,
+                 max_symbol_per_sample: int):
+        if max_symbols_per_step < 1 or max_symbol_per_sample < 1:
+            raise ValueError(f"max_symbols_per_step ({max_symbols_per_step}) and max_symbol_per_sample "
+                             f"({max_symbol_per_sample}) must be >= 1")
+        inputs = {i.name: i.shape for i in session.get_inputs()}
+        layers, _, hidden = inputs["input_states_1"]  # (L, B, H); B is dynamic
+        if not (isinstance(layers, int) and isinstance(hidden, int)):
+            raise ValueError(f"decoder+joint state shape {inputs['input_states_1']} has no fixed L and H")
+        self.session = session
+        self.state_shape = (layers, hidden)
+        self.blank_id = blank_id
+        self.max_symbols_per_step = max_symbols_per_step
+        self.max_symbol_per_sample = max_symbol_per_sample
+
+    def __call__(self, encoded: np.ndarray, lengths: np.ndarray) -> List[List[int]]:
+        """Decode a batch.
+
+        Args:
+            encoded: (B, D, T') float32 encoder outputs.
+            lengths: (B,) valid encoder frames per utterance.
+
+        Returns:
+            B lists of token ids (blank excluded).
+        """
+        batch = encoded.shape[0]
+        layers, hidden = self.state_shape
+        h = np.zeros((layers, batch, hidden), np.float32)  # (L, B, H) state after each one's last symbol
+        c = np.zeros((layers, batch, hidden), np.float32)
+        label = np.full(batch, self.blank_id, np.int32)  # (B,) last symbol; blank embeds to zeros (start)
+        frame = np.zeros(batch, np.int64)  # (B,) current encoder frame
+        on_frame = np.zeros(batch, np.int64)  # (B,) symbols emitted on the current frame
+        total = np.zeros(batch, np.int64)  # (B,) symbols emitted so far
+        hyps: List[List[int]] = [[] for _ in range(batch)]
+        active = np.flatnonzero(lengths > 0)  # (A,)
+        while active.size:
+            frames = encoded[active, :, frame[active]][:, :, None]  # (A, D, 1)
+            logits, _, h_new, c_new = self.session.run(None, {
+                "encoder_outputs": frames,
+                "targets": label[active, None],  # (A, 1)
+                "target_length": np.ones(active.size, np.int32),
+                "input_states_1": h[:, active],
+                "input_states_2": c[:, active],
+            })
+            best = logits.reshape(active.size, -1).argmax(-1)  # (A,) from (A, 1, 1, V)
+            emit = best != self.blank_id  # (A,)
+            emitters = active[emit]
+            if emitters.size:
+                label[emitters] = best[emit]
+                h[:, emitters] = h_new[:, emit]
+                c[:, emitters] = c_new[:, emit]
+                on_frame[emitters] += 1
+                total[emitters] += 1
+                for utterance, token in zip(emitters.tolist(), best[emit].tolist()):
+                    hyps[utterance].append(token)
+            advance = active[~emit | (on_frame[active] >= self.max_symbols_per_step)]
+            frame[advance] += 1
+            on_frame[advance] = 0
+            done = (frame[active] >= lengths[active]) | (total[active] >= self.max_symbol_per_sample)
+            active = active[~done]
+        return hyps
+
+
+def read_audio(path: str, sample_rate: int, min_samples: int) -> np.ndarray:
+    """(S,) float32 mono samples of a wav/flac file; several channels are averaged, as NeMo does."""
+    try:
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)  # (S, channels)
+    except (RuntimeError, soundfile.LibsndfileError) as e:
+        raise ValueError(f"{path}: not a readable audio file ({e})") from e
+    if rate != sample_rate:
+        raise ValueError(f"{path}: sample rate {rate} Hz, the model expects {sample_rate} Hz (resample it first)")
+    if samples.shape[0] < min_samples:
+        raise ValueError(f"{path}: {samples.shape[0]} samples, the featurizer needs at least {min_samples}")
+    return samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+
+
+class OnnxTranscriber:
+    """Audio files -> text with an export directory of ``examples/export.py``, on onnxruntime (CPU).
+
+    Args:
+        export_dir: the directory ``examples/export.py`` wrote.
+        threads: onnxruntime intra-op threads per session (0: onnxruntime's default, all cores).
+        max_symbols_per_step, max_symbol_per_sample: override the limits of ``deployment.json``.
+    """
+
+    def __init__(self, export_dir: str, threads: int = 0, max_symbols_per_step: Optional[int] = None,
+                 max_symbol_per_sample: Optional[int] = None):
+        root = Path(export_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"export directory not found: {export_dir}")
+        self.config = DeploymentConfig.load(root / DEPLOYMENT_CONFIG)
+        if self.config.format != "onnx":
+            raise ValueError(f"{root / DEPLOYMENT_CONFIG}: format {self.config.format!r}, this needs an ONNX export")
+        self.preprocessor = _session(root / PREPROCESSOR, threads)
+        self.encoder = _session(root / ENCODER, threads)
+        self.decoder = GreedyDecoder(
+            _session(root / DECODER_JOINT, threads),
+            blank_id=self.config.blank_id,
+            max_symbols_per_step=max_symbols_per_step or self.config.max_symbols_per_step,
+            max_symbol_per_sample=max_symbol_per_sample or self.config.max_symbol_per_sample,
+        )
+        self.tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(root / TOKENIZER))
+
+    def features(self, audio: np.ndarray, lengths: np.ndarray):
+        """(B, S) float32 audio + (B,) int64 sample counts -> (B, F, T) features + (B,) int64 frame counts."""
+        return self.preprocessor.run(None, {"input_signal": audio, "length": lengths})
+
+    def encode(self, features: np.ndarray, lengths: np.ndarray):
+        """(B, F, T) features + (B,) frame counts -> (B, D, T') encoder outputs + (B,) int64 encoder frames."""
+        return self.encoder.run(None, {"audio_signal": features, "length": lengths})
+
+    def transcribe_audio(self, audio: Sequence[np.ndarray]) -> List[str]:
+        """Transcribe one batch of (S_i,) float32 mono waveforms at the model's sample rate."""
+        lengths = np.array([len(a) for a in audio], np.int64)  # (B,)
+        padded = np.zeros((len(audio), int(lengths.max())), np.float32)  # (B, S)
+        for row, samples in zip(padded, audio):
+            row[: len(samples)] = samples
+        features, frames = self.features(padded, lengths)
+        encoded, encoded_lengths = self.encode(features, frames)
+        return [self.tokenizer.decode(ids) for ids in self.decoder(encoded, encoded_lengths)]
+
+    def transcribe(self, paths: Sequence[str], batch_size: int = 16) -> List[str]:
+        """Texts of ``paths`` in order; files of similar length are batched together."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        audio = [read_audio(p, self.config.sample_rate, self.config.min_samples) for p in paths]
+        order = sorted(range(len(audio)), key=lambda i: len(audio[i]))
+        texts = [""] * len(audio)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            for index, text in zip(chunk, self.transcribe_audio([audio[i] for i in chunk])):
+                texts[index] = text
+        return texts
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("export_dir", help="directory written by examples/export.py")
+    parser.add_argument("audio", nargs="+", help="wav/flac files")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)")
+    args = parser.parse_args(argv)
+    texts = OnnxTranscriber(args.export_dir, threads=args.threads).transcribe(args.audio, args.batch_size)
+    for path, text in zip(args.audio, texts):
+        print(f"{path}\t{text}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
