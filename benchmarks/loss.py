@@ -14,11 +14,15 @@ Memory: each case runs in a fresh subprocess; the logits are made as the output 
 numba kernels are compiled/loaded on a tiny input first, then the peak-RSS mark is reset (write "5" to
 /proc/self/clear_refs) and the extra memory is VmHWM after forward + backward minus VmRSS before, divided by the
 logits' bytes. log_softmax's own 1.0x checks the method.
-2-thread scaling: ours at 1 thread / ours at 2 threads (torch.set_num_threads, which our loss follows).
+2-thread scaling: ours at 1 thread / ours at 2 threads (torch.set_num_threads, which our loss follows), wall
+clock; on a shared, loaded machine that reflects the load, so `two_thread_cpu_scaling` is also given: CPU time of
+all threads at 1 thread / CPU time of the busiest thread at 2 threads (its critical path; per-thread utime +
+stime from /proc/self/task/*/stat, 10 ms ticks), which is what the wall-clock ratio would be on idle cores.
 The last line is one JSON object for the 8x150x41x1024 case.
 """
 
 import argparse
+import glob
 import json
 import os
 import statistics
@@ -70,6 +74,27 @@ def lsm_forward(logits) -> float:
     elapsed = time.perf_counter() - start
     del out
     return elapsed
+
+
+def _thread_ticks() -> dict:
+    """{thread id: utime + stime clock ticks} for the threads of this process."""
+    ticks = {}
+    for path in glob.glob("/proc/self/task/*/stat"):
+        with open(path, encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # fields from the 3rd on (after the command name)
+        ticks[path.split("/")[4]] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def thread_profile(fn, inputs, repeats: int, threads: int):
+    """(median wall seconds, CPU ticks of all threads, CPU ticks of the busiest thread) over repeats steps."""
+    torch.set_num_threads(threads)
+    step(fn, *inputs)  # start the thread pools
+    before = _thread_ticks()
+    walls = [step(fn, *inputs) for _ in range(repeats)]
+    spent = [ticks - before.get(tid, 0) for tid, ticks in _thread_ticks().items()]
+    torch.set_num_threads(1)
+    return statistics.median(walls), sum(spent), max(spent)
 
 
 def _proc_status(key: str) -> int:
@@ -131,11 +156,11 @@ def bench_shape(shape, repeats: int, run_nemo_numba: bool, run_nemo_pytorch: boo
             nemo_ms = 1e3 * step(loss_fn(impl, blank), *inputs)  # one run: ~1 minute on the large shapes
             row[f"nemo_{impl}_ms"] = round(nemo_ms, 1)
             row[f"speedup_vs_nemo_{impl}"] = round(nemo_ms / ours_ms, 1)
-    torch.set_num_threads(threads)
-    multi = [step(ours, *inputs) for _ in range(repeats)]
-    torch.set_num_threads(1)
-    row[f"ours_{threads}t_ms"] = round(1e3 * statistics.median(multi), 1)
+    _, single_ticks, _ = thread_profile(ours, inputs, repeats, 1)
+    multi_s, _, busiest_ticks = thread_profile(ours, inputs, repeats, threads)
+    row[f"ours_{threads}t_ms"] = round(1e3 * multi_s, 1)
     row[f"{threads}_thread_scaling"] = round(ours_ms / row[f"ours_{threads}t_ms"], 2)
+    row[f"{threads}_thread_cpu_scaling"] = round(single_ticks / busiest_ticks, 2)
     row["peak_extra_x_logits"] = measure_memory("ours", shape)
     row["inplace_peak_extra_x_logits"] = measure_memory("ours", shape, inplace=True)
     row["lsm_peak_extra_x_logits"] = measure_memory("log_softmax", shape)
@@ -176,6 +201,7 @@ def main(argv=None) -> None:
         "inplace_peak_extra_x_logits": main_row["inplace_peak_extra_x_logits"],
         "nemo_peak_extra_x_logits": main_row.get("nemo_numba_peak_extra_x_logits"),
         "two_thread_scaling": main_row[f"{args.threads}_thread_scaling"],
+        "two_thread_cpu_scaling": main_row[f"{args.threads}_thread_cpu_scaling"],
         "load_average_1min": round(os.getloadavg()[0], 2),
     }))
 

@@ -5,6 +5,9 @@ Shape legend: B batch, T frames, U labels (lattice rows U+1), V vocabulary incl.
 
 import itertools
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -230,17 +233,24 @@ def test_grad_inplace_writes_into_the_logits_buffer():
         loss.backward()
 
 
-def test_respects_torch_thread_count():
-    import numba
-
-    logits, labels, logit_lengths, target_lengths = _batch(2, 3, 2, 4, -1, seed=10)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        rnnt_loss(logits, labels, logit_lengths, target_lengths)
-        assert numba.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+def test_follows_and_keeps_torch_thread_count():
+    """In a fresh process (Numba's OpenMP pool starts once per process, and starting it resets the OpenMP thread
+    count torch uses), the loss runs on torch's thread count and leaves torch's setting as it was."""
+    script = """
+import sys, types
+package = types.ModuleType("rnnt_plugin")
+package.__path__ = [sys.argv[1] + "/rnnt_plugin"]
+sys.modules["rnnt_plugin"] = package  # skip the package's NeMo registration
+import numba, torch
+torch.set_num_threads(1)
+from rnnt_plugin.losses import rnnt_loss
+rnnt_loss(torch.randn(2, 3, 3, 5), torch.ones(2, 2, dtype=torch.long), torch.tensor([3, 2]), torch.tensor([2, 1]))
+print(torch.get_num_threads(), numba.get_num_threads())
+"""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", script, str(root)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["1", "1"]
 
 
 @pytest.mark.parametrize(

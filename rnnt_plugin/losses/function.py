@@ -41,7 +41,12 @@ _ROWS_PER_CHUNK = 4
 
 
 def _set_cpu_threads() -> None:
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    """Give Numba torch's thread count. Numba's first use starts its OpenMP pool, which resets the OpenMP thread
+    count that torch shares with it: torch's own setting is put back."""
+    torch_threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
 
 
 def _forward_kernels(x, labels, logit_lengths, target_lengths, blank, buffers) -> None:
