@@ -8,6 +8,7 @@ Lightning checkpoints without unpickling arbitrary objects.
 """
 
 import collections
+import logging
 import typing
 from pathlib import Path
 from typing import Optional
@@ -15,12 +16,15 @@ from typing import Optional
 import torch
 from lightning.pytorch import Trainer
 from nemo.collections.asr.models import EncDecRNNTBPEModel
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.base import ContainerMetadata, Metadata
 from omegaconf.nodes import AnyNode
 
+from rnnt_plugin.data.bucketing import BucketingBatchSampler, bucketed_loader
 from rnnt_plugin.losses import PLUGIN_LOSS_NAME, resolve_rnnt_loss
 from rnnt_plugin.optim.ema import EMA, ema_state_dict_from_checkpoint, ema_weights_applied
+
+_log = logging.getLogger(__name__)
 
 
 class MLPerfRNNTModel(EncDecRNNTBPEModel):
@@ -29,6 +33,7 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
         super().__init__(cfg=cfg, trainer=trainer)
         self._replace_loss()
+        self.nonfinite_steps = 0  # training steps skipped for a non-finite loss
 
     def extract_rnnt_loss_cfg(self, cfg: Optional[DictConfig]):
         """NeMo's constructor builds its own loss from this; the plugin's name is not one NeMo knows.
@@ -63,6 +68,54 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         """NeMo's vocabulary change rebuilds its own loss; put ours back afterwards."""
         super().change_vocabulary(*args, **kwargs)
         self._replace_loss()
+
+    # Training recipe: duration bucketing, steps per epoch for the LR policy, non-finite loss skip -------------
+
+    def _setup_dataloader_from_config(self, config: Optional[dict]):
+        """NeMo's loader; with ``num_buckets`` set (training), its batches come from duration buckets."""
+        loader = super()._setup_dataloader_from_config(config)
+        if loader is None or config.get("num_buckets") is None:
+            return loader
+        return bucketed_loader(loader, config["batch_size"], config["num_buckets"], self.world_size,
+                               self.global_rank if self._trainer is not None else 0, config.get("seed", 0))
+
+    @property
+    def bucketing_sampler(self) -> Optional[BucketingBatchSampler]:
+        """The training loader's bucketing sampler, or None."""
+        sampler = getattr(getattr(self, "_train_dl", None), "batch_sampler", None)
+        return sampler if isinstance(sampler, BucketingBatchSampler) else None
+
+    def setup_optimization(self, optim_config=None, optim_kwargs=None):
+        """NeMo's, with the scheduler's ``steps_per_epoch`` (and ``max_steps``) taken from the bucketing sampler
+        when there is one (NeMo would derive them from the dataset size, which dropped remainders make wrong)."""
+        sampler = self.bucketing_sampler
+        if optim_config is None and sampler is not None and self._trainer is not None and self.cfg.optim.get("sched"):
+            optim_config = OmegaConf.create(OmegaConf.to_container(self.cfg.optim, resolve=True))
+            accumulate = self._trainer.accumulate_grad_batches
+            steps_per_epoch = -(-len(sampler) // accumulate)  # Lightning steps on an epoch's tail too
+            optim_config.sched.steps_per_epoch = steps_per_epoch
+            max_steps = self._trainer.max_steps
+            optim_config.sched.max_steps = max_steps if max_steps >= 0 else steps_per_epoch * self._trainer.max_epochs
+        return super().setup_optimization(optim_config, optim_kwargs)
+
+    def training_step(self, batch, batch_nb):
+        """NeMo's step; a non-finite loss (on any rank) skips the optimiser step and logs the batch's audio files.
+
+        With ``train_ds.return_sample_id: true`` the batch carries its dataset indices, ``(B,)``, last.
+        """
+        sample_ids = batch[4] if len(batch) == 5 else None
+        output = super().training_step(tuple(batch[:4]), batch_nb)
+        finite = bool(torch.isfinite(output["loss"]).all())
+        if self._trainer is not None and self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            return output
+        self.nonfinite_steps += 1
+        entries = self._train_dl.dataset.manifest_processor.collection
+        files = [entries[int(i)].audio_file for i in sample_ids] if sample_ids is not None else "unknown"
+        _log.warning("non-finite loss %s at step %d (rank %d): step skipped; utterances: %s",
+                        output["loss"].detach().cpu().tolist(), self.trainer.global_step, self.global_rank, files)
+        return None  # Lightning runs no backward and no optimiser step for this batch
 
 
 # What a Lightning checkpoint of this model holds besides tensors and plain types: the OmegaConf config.

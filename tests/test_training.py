@@ -1,0 +1,142 @@
+"""The training driver in-process on the synthetic corpus with a tiny model: bucketing wired into the loader and
+the LR policy, per-module LR factors, per-step logging, non-finite loss skipping, MLPerf log, kill and resume.
+
+Tiny model (hidden 32), batch 8, one bucket (40 utterances: 5 steps an epoch), no augmentation, dither 0 and
+dropout 0, so two runs with the same seed compute the same losses.
+"""
+
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from rnnt_plugin.data.bucketing import BucketingBatchSampler
+from rnnt_plugin.mlperf_logging import parse_log
+from rnnt_plugin.training import train
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+STEPS_PER_EPOCH = 5
+
+
+def tiny_cfg(corpus, tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        return compose(config_name="small_cpu", overrides=[
+            f"model.tokenizer.dir={corpus.tokenizer_dir}",
+            f"model.train_ds.manifest_filepath={corpus.manifests['train']}",
+            f"model.validation_ds.manifest_filepath={corpus.manifests['dev']}",
+            "model.model_defaults.enc_hidden=32", "model.model_defaults.pred_hidden=32",
+            "model.model_defaults.joint_hidden=32",
+            "model.train_ds.batch_size=8", "model.train_ds.augmentor=null", "model.spec_augment=null",
+            "model.preprocessor.dither=0.0", "model.optim.sched.warmup_epochs=1", "model.optim.sched.hold_epochs=1",
+            "trainer.log_every_n_steps=1", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=100",
+            "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
+            "exp_manager.checkpoint_callback_params.always_save_nemo=false",
+            f"exp_manager.exp_dir={tmp_path / 'exp'}", f"nemo_path={tmp_path / 'model.nemo'}",
+            *overrides,
+        ])
+
+
+class StepRecorder(pl.Callback):
+    """Loss of each training batch by global step, and the weights after each batch; optionally dies at a step."""
+
+    def __init__(self, die_at_step=None):
+        self.losses, self.weights, self.die_at_step = {}, [], die_at_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if outputs is not None:
+            self.losses[step] = float(outputs["loss"])
+        self.weights.append(torch.cat([p.detach().flatten() for p in pl_module.parameters()]).clone())
+        if step == self.die_at_step:
+            raise RuntimeError("killed")  # no checkpoint is written on the way out, as with SIGKILL
+
+
+def test_bucketing_lr_groups_and_step_logging(synth_corpus, tmp_path):
+    rec = StepRecorder()
+    model = train(tiny_cfg(synth_corpus, tmp_path, "trainer.max_epochs=1",
+                           "model.optim_param_groups.joint.lr_factor=0.5", "mlperf.log_file=false"), [rec])
+    sampler = model.bucketing_sampler
+    assert isinstance(sampler, BucketingBatchSampler) and len(sampler) == STEPS_PER_EPOCH
+    assert model._scheduler["scheduler"].steps_per_epoch == STEPS_PER_EPOCH
+    groups = model._optimizer.param_groups
+    assert [g["lr_factor"] for g in groups] == [1.0, 1.0, 0.5]  # encoder, prediction, joint
+    assert groups[2]["lr"] == pytest.approx(0.5 * groups[0]["lr"])
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
+    assert len(rec.losses) == STEPS_PER_EPOCH
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (tmp_path / "exp").rglob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    for tag in ("train_loss", "grad_norm", "train_utts_per_s", "train_audio_s_per_s", "lr_0", "lr_2"):
+        assert tag in tags, (tag, tags)
+        values = [e.value for e in acc.Scalars(tag)]
+        assert len(values) == STEPS_PER_EPOCH and all(v > 0 for v in values), (tag, values)
+
+
+def test_nonfinite_loss_skips_the_step_and_names_the_files(synth_corpus, tmp_path, caplog):
+    class InfLossAtStep2(StepRecorder):
+        def on_train_start(self, trainer, pl_module):
+            loss = pl_module.loss
+
+            def poisoned(**kwargs):
+                value = loss(**kwargs)
+                return value * float("inf") if trainer.global_step == 2 else value
+
+            pl_module.loss = poisoned  # a plain function: NeMo calls self.loss(...) with keywords
+
+    rec = InfLossAtStep2()
+    with caplog.at_level(logging.WARNING, logger="rnnt_plugin.models"):
+        model = train(tiny_cfg(synth_corpus, tmp_path, "trainer.max_epochs=1", "mlperf.log_file=false"), [rec])
+    assert model.nonfinite_steps == 1
+    assert torch.equal(rec.weights[1], rec.weights[2])  # batch 3 (step 2) changed nothing
+    assert not torch.equal(rec.weights[2], rec.weights[3])  # training went on
+    (message,) = [r.getMessage() for r in caplog.records if "non-finite loss" in r.getMessage()]
+    train_files = Path(synth_corpus.manifests["train"]).read_text()
+    named = [w.strip("[]',") for w in message.split() if w.strip("[]',").endswith(".wav")]
+    assert len(named) == 8 and all(f in train_files for f in named), message
+
+
+def test_mlperf_log_has_every_required_key_once(synth_corpus, tmp_path):
+    log = tmp_path / "mlperf.log"
+    train(tiny_cfg(synth_corpus, tmp_path, "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1",
+                   "model.validation_ds.batch_size=10", f"mlperf.log_file={log}"))
+    records = parse_log(log.read_text())
+    by_key = {}
+    for r in records:
+        assert set(r) == {"namespace", "time_ms", "event_type", "key", "value", "metadata"}, r
+        assert {"file", "lineno"} <= set(r["metadata"]) and r["metadata"]["lineno"] > 0, r
+        by_key.setdefault(r["key"], []).append(r)
+    once = {
+        "submission_benchmark": "rnnt", "submission_org": None, "submission_division": "closed",
+        "submission_status": "onprem", "submission_platform": None, "cache_clear": True,
+        "init_start": None, "init_stop": None, "run_start": None, "seed": 1, "global_batch_size": 8,
+        "gradient_accumulation_steps": 1, "opt_name": "lamb", "opt_base_learning_rate": 0.003,
+        "opt_lamb_epsilon": 1e-9, "opt_lamb_beta_1": 0.9, "opt_lamb_beta_2": 0.999, "opt_weight_decay": 1e-3,
+        "opt_gradient_clip_norm": 1.0, "opt_learning_rate_warmup_epochs": 1, "opt_lamb_learning_rate_hold_epochs": 1,
+        "opt_lamb_learning_rate_decay_poly_power": 0.8, "opt_lamb_learning_rate_min": 1e-5,
+        "opt_learning_rate_alt_decay_func": True, "opt_learning_rate_alt_warmup_func": True,
+        "data_train_max_duration": 16.7, "data_speed_perturbaton_max": 1.0, "data_speed_perturbaton_min": 1.0,
+        "data_spec_augment_freq_n": 0, "data_spec_augment_freq_min": 0, "data_spec_augment_freq_max": 0,
+        "data_spec_augment_time_n": 0, "data_spec_augment_time_min": 0, "data_spec_augment_time_max": 0,
+        "model_eval_ema_factor": 0.999, "model_weights_initialization_scale": 0.5,
+        "eval_max_prediction_symbols": 300, "data_train_num_buckets": 1, "train_samples": 40, "eval_samples": 10,
+        "run_stop": None,
+    }
+    for key, value in once.items():
+        assert len(by_key.get(key, [])) == 1, (key, by_key.get(key))
+        if value is not None:
+            assert by_key[key][0]["value"] == value, (key, by_key[key][0])
+    assert by_key["run_stop"][0]["metadata"]["status"] == "aborted"  # an untrained model misses 0.058
+    for key in ("epoch_start", "epoch_stop", "eval_start", "eval_stop", "eval_accuracy", "block_start", "block_stop"):
+        assert len(by_key[key]) == 2, key
+    assert [r["metadata"]["epoch_num"] for r in by_key["eval_accuracy"]] == [1, 2]
+    assert all(0.0 <= r["value"] for r in by_key["eval_accuracy"])
+    order = [r["key"] for r in records]
+    assert order.index("init_start") < order.index("init_stop") < order.index("run_start") < order.index("run_stop")
+    assert order[-1] == "run_stop"
