@@ -55,6 +55,7 @@ def export_for_deployment(
         model_name=model_name or model.cfg.get("name") or type(model).__name__,
         sample_rate=int(preprocessor._sample_rate),
         min_samples=int(preprocessor.min_samples),
+        subsampling_factor=int(model.encoder.subsampling_factor),
         blank_id=model.joint.num_classes_with_blank - 1,
         max_symbols_per_step=int(model.cfg.decoding.get("greedy", {}).get("max_symbols") or MAX_SYMBOLS_PER_STEP),
         max_symbol_per_sample=max_symbol_per_sample,

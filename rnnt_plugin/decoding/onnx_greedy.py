@@ -43,6 +43,7 @@ class DeploymentConfig:
     model_name: str
     sample_rate: int  # Hz; audio at another rate is refused (resample it first)
     min_samples: int  # shortest audio the featurizer accepts
+    subsampling_factor: int  # feature frames per encoder frame (splicing x stack-time: 6)
     blank_id: int  # V - 1, the last joint output
     max_symbols_per_step: int  # symbols emitted on one encoder frame at most (MLPerf: 30)
     max_symbol_per_sample: int  # symbols per utterance at most (MLPerf: 300)
@@ -186,7 +187,14 @@ class OnnxTranscriber:
         return self.preprocessor.run(None, {"input_signal": audio, "length": lengths})
 
     def encode(self, features: np.ndarray, lengths: np.ndarray):
-        """(B, F, T) features + (B,) frame counts -> (B, D, T') encoder outputs + (B,) int64 encoder frames."""
+        """(B, F, T) features + (B,) frame counts -> (B, D, T') encoder outputs + (B,) int64 encoder frames.
+
+        T is zero-padded to a multiple of the subsampling factor first: the exported encoder pads for frame
+        stacking only where its tracing example needed it, so other lengths must come in whole groups (frames
+        past each length are masked, so the padding changes nothing).
+        """
+        pad = -features.shape[2] % self.config.subsampling_factor
+        features = np.pad(features, ((0, 0), (0, 0), (0, pad))) if pad else features  # (B, F, T + pad)
         return self.encoder.run(None, {"audio_signal": features, "length": lengths})
 
     def transcribe_audio(self, audio: Sequence[np.ndarray]) -> List[str]:

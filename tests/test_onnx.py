@@ -1,0 +1,217 @@
+"""ONNX deployment: exported networks match PyTorch, the onnxruntime greedy loop gives the model's text, and the
+command-line round trip (export.py, then transcribe.py on the export directory) prints the .nemo's text.
+
+The model is the small CPU config at toy width: random weights give no text or a symbol on every step, so its
+prediction net and joint are fitted for a few seconds to the (random) encoder's outputs on the shortest training
+utterances, which gives varied, non-empty text on the test sentences. Model and export are built once.
+"""
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnxruntime
+import pytest
+import soundfile
+import torch
+from hydra import compose, initialize_config_dir
+
+from rnnt_plugin.decoding import onnx_greedy
+from rnnt_plugin.decoding.export import export_for_deployment
+from rnnt_plugin.evaluation import read_manifest, transcribe_files
+from rnnt_plugin.models import MLPerfRNNTModel
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_UTTERANCES = 20  # the shortest of the corpus' 40 training utterances
+TRAIN_STEPS = 160  # full-batch Adam steps (~10 s)
+
+
+def _trained_model(tokenizer_dir: Path, train: list) -> MLPerfRNNTModel:
+    """Small CPU config at toy width; random encoder, prediction net and joint fitted to its outputs for a few s."""
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        cfg = compose(config_name="small_cpu", overrides=[
+            f"model.tokenizer.dir={tokenizer_dir}",
+            "model.train_ds.manifest_filepath=null",
+            "model.validation_ds.manifest_filepath=null",
+            "model.preprocessor.dither=0.0",
+            "model.model_defaults.enc_hidden=64",
+            "model.model_defaults.pred_hidden=32",
+            "model.model_defaults.joint_hidden=32",
+        ])
+    torch.manual_seed(0)
+    model = MLPerfRNNTModel(cfg=cfg.model).eval()
+    train = sorted(train, key=lambda u: u.duration)[:TRAIN_UTTERANCES]
+    with torch.no_grad():
+        audio, lengths = _load_batch([u.audio_filepath for u in train])
+        encoded, encoded_len = model(input_signal=audio, input_signal_length=lengths)  # (B, D, T'), (B,)
+    tokens = [torch.tensor(model.tokenizer.text_to_ids(u.text)) for u in train]
+    targets = torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True)  # (B, U)
+    target_len = torch.tensor([len(t) for t in tokens])  # (B,)
+    optimizer = torch.optim.Adam([*model.decoder.parameters(), *model.joint.parameters()], lr=0.02)
+    for _ in range(TRAIN_STEPS):
+        predicted, _, _ = model.decoder(targets=targets, target_length=target_len)  # (B, H, U + 1)
+        logits = model.joint(encoder_outputs=encoded, decoder_outputs=predicted)  # (B, T', U + 1, V)
+        loss = model.loss(log_probs=logits, targets=targets, input_lengths=encoded_len,
+                          target_lengths=target_len).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def _load_batch(paths):
+    """(B, S) float32 zero-padded audio and (B,) int64 sample counts."""
+    audio = [torch.from_numpy(soundfile.read(p, dtype="float32")[0]) for p in paths]
+    return torch.nn.utils.rnn.pad_sequence(audio, batch_first=True), torch.tensor([len(a) for a in audio])
+
+
+@pytest.fixture(scope="module")
+def deployed(synth_corpus, tmp_path_factory):
+    """The model, its .nemo, its ONNX export directory and the corpus' test audio."""
+    root = tmp_path_factory.mktemp("onnx")
+    test_audio = [u.audio_filepath for u in read_manifest(synth_corpus.manifests["test-sentences"])]
+    model = _trained_model(synth_corpus.tokenizer_dir, read_manifest(synth_corpus.manifests["train"]))
+    nemo_path = root / "model.nemo"
+    model.save_to(str(nemo_path))
+    export_dir = root / "export"
+    export_for_deployment(model, str(export_dir), dither=0.0)
+    return SimpleNamespace(model=model, nemo_path=nemo_path, export_dir=export_dir, test_audio=test_audio)
+
+
+def _session(path: Path) -> onnxruntime.InferenceSession:
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_export_directory_contents(deployed):
+    files = sorted(p.name for p in deployed.export_dir.iterdir())
+    assert files == sorted([onnx_greedy.PREPROCESSOR, onnx_greedy.ENCODER, onnx_greedy.DECODER_JOINT,
+                            onnx_greedy.TOKENIZER, onnx_greedy.DEPLOYMENT_CONFIG, "onnx_greedy.py"])
+    config = json.loads((deployed.export_dir / onnx_greedy.DEPLOYMENT_CONFIG).read_text())
+    assert config == {
+        "model_name": "MLPerfRNNTModel", "sample_rate": 16000, "min_samples": 257, "subsampling_factor": 6,
+        "blank_id": deployed.model.tokenizer.vocab_size, "max_symbols_per_step": 30, "max_symbol_per_sample": 300,
+        "dither": 0.0, "format": "onnx",
+    }
+    assert deployed.model.preprocessor.dither == 0.0 and not deployed.model.training  # left as it was
+
+
+def test_exported_networks_match_pytorch(deployed):
+    """Another batch size and other lengths than the export examples: 3 utterances, padded to the longest."""
+    model, root = deployed.model, deployed.export_dir
+    audio, lengths = _load_batch(deployed.test_audio[3:6])
+    with torch.no_grad():
+        features, frames = model.preprocessor(input_signal=audio, length=lengths)  # (3, 80, T), (3,)
+        encoded, encoded_len = model.encoder(audio_signal=features, length=frames)  # (3, D, T'), (3,)
+    onnx_features, onnx_frames = _session(root / onnx_greedy.PREPROCESSOR).run(
+        None, {"input_signal": audio.numpy(), "length": lengths.numpy()})
+    np.testing.assert_array_equal(onnx_frames, frames.numpy())
+    np.testing.assert_allclose(onnx_features, features.numpy(), atol=1e-4, rtol=1e-4)
+    onnx_encoded, onnx_encoded_len = onnx_greedy.OnnxTranscriber(str(root)).encode(features.numpy(), frames.numpy())
+    np.testing.assert_array_equal(onnx_encoded_len, encoded_len.numpy())
+    np.testing.assert_allclose(onnx_encoded, encoded.numpy(), atol=1e-5, rtol=1e-4)
+
+    # decoder+joint: 5 utterances, 4 encoder frames, one previous symbol each (blank included), random states
+    gen = torch.Generator().manual_seed(1)
+    batch, layers, hidden = 5, 1, model.decoder.pred_hidden
+    enc = encoded[:, :, :4].repeat(2, 1, 1)[:batch]  # (5, D, 4)
+    targets = torch.tensor([[3], [model.decoder.blank_idx], [0], [17], [63]], dtype=torch.int32)  # (5, 1)
+    h, c = (torch.randn(layers, batch, hidden, generator=gen) for _ in range(2))  # (L, 5, H)
+    with torch.no_grad():
+        g, (h_new, c_new) = model.decoder.predict(targets.long(), state=[h, c], add_sos=False)  # (5, 1, H)
+        logits = model.joint.joint(enc.transpose(1, 2), g)  # (5, 4, 1, V)
+    onnx_logits, _, onnx_h, onnx_c = _session(root / onnx_greedy.DECODER_JOINT).run(None, {
+        "encoder_outputs": enc.numpy(), "targets": targets.numpy(),
+        "target_length": np.ones(batch, np.int32), "input_states_1": h.numpy(), "input_states_2": c.numpy(),
+    })
+    np.testing.assert_allclose(onnx_logits, logits.numpy(), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(onnx_h, h_new.numpy(), atol=1e-5)
+    np.testing.assert_allclose(onnx_c, c_new.numpy(), atol=1e-5)
+
+
+def test_onnx_greedy_text_equals_model_transcribe(deployed):
+    expected = transcribe_files(deployed.model, deployed.test_audio, batch_size=4)
+    assert all(expected) and len(set(expected)) >= 3, expected  # non-trivial text
+    transcriber = onnx_greedy.OnnxTranscriber(str(deployed.export_dir), threads=1)
+    assert transcriber.transcribe(deployed.test_audio, batch_size=3) == expected
+    assert transcriber.transcribe(deployed.test_audio[::-1], batch_size=10) == expected[::-1]
+
+
+def test_decoding_limits(deployed):
+    """max_symbols_per_step as NeMo's greedy max_symbols; max_symbol_per_sample truncates the hypothesis."""
+    model, paths = deployed.model, deployed.test_audio[:4]
+    full = onnx_greedy.OnnxTranscriber(str(deployed.export_dir))
+    audio = [onnx_greedy.read_audio(p, 16000, 257) for p in paths]
+    lengths = np.array([len(a) for a in audio])
+    padded = np.stack([np.pad(a, (0, lengths.max() - len(a))) for a in audio])  # (4, S)
+    encoded, encoded_len = full.encode(*full.features(padded, lengths))
+    unlimited = full.decoder(encoded, encoded_len)
+    capped = onnx_greedy.OnnxTranscriber(str(deployed.export_dir), max_symbol_per_sample=5).decoder(
+        encoded, encoded_len)
+    assert capped == [hyp[:5] for hyp in unlimited] and max(len(h) for h in unlimited) > 5
+
+    one_per_frame = onnx_greedy.OnnxTranscriber(str(deployed.export_dir), max_symbols_per_step=1)
+    model.change_decoding_strategy(decoding_cfg=_greedy_cfg(model, max_symbols=1), verbose=False)
+    try:
+        expected = transcribe_files(model, paths, batch_size=4)
+    finally:
+        model.change_decoding_strategy(decoding_cfg=_greedy_cfg(model, max_symbols=30), verbose=False)
+    assert one_per_frame.transcribe(paths) == expected != full.transcribe(paths)
+
+
+def _greedy_cfg(model, max_symbols: int):
+    cfg = model.cfg.decoding.copy()
+    cfg.strategy = "greedy"
+    cfg.greedy.max_symbols = max_symbols
+    return cfg
+
+
+def test_bad_inputs(deployed, tmp_path):
+    transcriber = onnx_greedy.OnnxTranscriber(str(deployed.export_dir))
+    soundfile.write(tmp_path / "8k.wav", np.zeros(8000, np.float32), 8000)
+    soundfile.write(tmp_path / "short.wav", np.zeros(100, np.float32), 16000)
+    (tmp_path / "text.wav").write_text("not audio")
+    for name, message in [("8k.wav", "sample rate 8000"), ("short.wav", "100 samples"), ("text.wav", "not a readable")]:
+        with pytest.raises(ValueError, match=message) as error:
+            transcriber.transcribe([str(tmp_path / name)])
+        assert name in str(error.value)
+    with pytest.raises(ValueError, match="batch_size"):
+        transcriber.transcribe(deployed.test_audio, batch_size=0)
+    with pytest.raises(FileNotFoundError, match="export directory"):
+        onnx_greedy.OnnxTranscriber(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="fmt"):
+        export_for_deployment(deployed.model, str(tmp_path / "x"), fmt="tflite")
+
+
+def _run_script(script: str, argv: list, monkeypatch, capsys) -> str:
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    runpy.run_path(str(REPO / "examples" / script), run_name="__main__")
+    return capsys.readouterr().out
+
+
+def test_cli_round_trip(deployed, tmp_path, monkeypatch, capsys):
+    """export.py on the .nemo, then transcribe.py with the .nemo and with the export directory: same lines; and
+    the export directory's own onnx_greedy.py, in a process that never imports torch or NeMo, prints them too."""
+    export_dir = tmp_path / "exported"
+    _run_script("export.py", [str(deployed.nemo_path), str(export_dir), "--no-dither"], monkeypatch, capsys)
+    assert json.loads((export_dir / onnx_greedy.DEPLOYMENT_CONFIG).read_text())["model_name"] == "model"
+    paths = deployed.test_audio[:5]
+
+    def lines(model_arg):
+        out = _run_script("transcribe.py", ["--model", model_arg, *paths], monkeypatch, capsys).splitlines()
+        assert out[-1].startswith("5 files") and "RTFx" in out[-1]
+        return out[:-1]
+
+    with_nemo = lines(str(deployed.nemo_path))
+    assert with_nemo == lines(str(export_dir))
+    assert all(line.split("\t")[1] for line in with_nemo)
+
+    check = ("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
+             "assert not {'torch', 'nemo'} & set(sys.modules), 'torch or NeMo imported'")
+    run = subprocess.run([sys.executable, "-c", check, str(export_dir / "onnx_greedy.py"), str(export_dir), *paths],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines() == with_nemo
