@@ -8,6 +8,7 @@ Lightning checkpoints without unpickling arbitrary objects.
 """
 
 import collections
+import copy
 import logging
 import typing
 from pathlib import Path
@@ -16,11 +17,12 @@ from typing import Optional
 import torch
 from lightning.pytorch import Trainer
 from nemo.collections.asr.models import EncDecRNNTBPEModel
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.base import ContainerMetadata, Metadata
 from omegaconf.nodes import AnyNode
 
 from rnnt_plugin.data.bucketing import BucketingBatchSampler, bucketed_loader
+from rnnt_plugin.decoding.greedy import PLUGIN_GREEDY_STRATEGY, use_plugin_greedy
 from rnnt_plugin.losses import PLUGIN_LOSS_NAME, resolve_rnnt_loss
 from rnnt_plugin.optim.ema import EMA, ema_state_dict_from_checkpoint, ema_weights_applied
 
@@ -31,9 +33,23 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
     """NeMo RNN-T BPE model whose loss comes from :func:`rnnt_plugin.losses.resolve_rnnt_loss`."""
 
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
-        super().__init__(cfg=cfg, trainer=trainer)
+        cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+        decoding_cfg = cfg.get("decoding", None)
+        super().__init__(cfg=_nemo_decoding_cfg(cfg, within_model=True), trainer=trainer)
         self._replace_loss()
         self.nonfinite_steps = 0  # training steps skipped for a non-finite loss
+        if decoding_cfg is not None and decoding_cfg.get("strategy") == PLUGIN_GREEDY_STRATEGY:
+            self.change_decoding_strategy(decoding_cfg, verbose=False)
+
+    def change_decoding_strategy(self, decoding_cfg: Optional[DictConfig] = None, verbose: bool = True):
+        """NeMo's, plus ``strategy: rnnt_plugin_greedy`` (NeMo 3.0 has no registry of strategies): NeMo builds its
+        ``greedy`` decoding and the plugin's batched greedy search replaces the search inside it."""
+        decoding_cfg = self.cfg.decoding if decoding_cfg is None else decoding_cfg
+        super().change_decoding_strategy(_nemo_decoding_cfg(decoding_cfg), verbose=verbose)
+        if decoding_cfg.get("strategy") == PLUGIN_GREEDY_STRATEGY:
+            use_plugin_greedy(self.decoding, self.decoder, self.joint, decoding_cfg.get("greedy", None))
+            with open_dict(self.cfg.decoding):
+                self.cfg.decoding.strategy = PLUGIN_GREEDY_STRATEGY
 
     def extract_rnnt_loss_cfg(self, cfg: Optional[DictConfig]):
         """NeMo's constructor builds its own loss from this; the plugin's name is not one NeMo knows.
@@ -64,10 +80,13 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         with ema_weights_applied(self):
             super().save_to(save_path)
 
-    def change_vocabulary(self, *args, **kwargs):
-        """NeMo's vocabulary change rebuilds its own loss; put ours back afterwards."""
-        super().change_vocabulary(*args, **kwargs)
+    def change_vocabulary(self, new_tokenizer_dir, new_tokenizer_type: str, decoding_cfg: Optional[DictConfig] = None):
+        """NeMo's vocabulary change rebuilds its own loss and decoding; put ours back afterwards."""
+        decoding_cfg = self.cfg.decoding if decoding_cfg is None else decoding_cfg
+        super().change_vocabulary(new_tokenizer_dir, new_tokenizer_type, _nemo_decoding_cfg(decoding_cfg))
         self._replace_loss()
+        if decoding_cfg.get("strategy") == PLUGIN_GREEDY_STRATEGY:
+            self.change_decoding_strategy(decoding_cfg, verbose=False)
 
     # Training recipe: duration bucketing, steps per epoch for the LR policy, non-finite loss skip -------------
 
@@ -116,6 +135,19 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         _log.warning("non-finite loss %s at step %d (rank %d): step skipped; utterances: %s",
                         output["loss"].detach().cpu().tolist(), self.trainer.global_step, self.global_rank, files)
         return None  # Lightning runs no backward and no optimiser step for this batch
+
+
+
+def _nemo_decoding_cfg(cfg: DictConfig, within_model: bool = False) -> DictConfig:
+    """A copy of a decoding config (or of a model config, ``within_model``) that NeMo accepts: the plugin's
+    greedy strategy becomes NeMo's ``greedy`` (same search, same hypotheses); other configs pass unchanged."""
+    decoding = cfg.get("decoding", None) if within_model else cfg
+    if decoding is None or decoding.get("strategy") != PLUGIN_GREEDY_STRATEGY:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        (cfg.decoding if within_model else cfg).strategy = "greedy"
+    return cfg
 
 
 # What a Lightning checkpoint of this model holds besides tensors and plain types: the OmegaConf config.
