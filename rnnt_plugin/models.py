@@ -80,6 +80,15 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         with ema_weights_applied(self):
             super().save_to(save_path)
 
+    def transcribe_stream(self, audio, chunk_seconds: float = 0.96, stats=None):
+        """Transcribe one utterance chunk by chunk, yielding the text so far; see
+        :func:`rnnt_plugin.decoding.streaming.transcribe_stream` (normalisation choices and their cost)."""
+        from rnnt_plugin.decoding.streaming import transcribe_stream
+
+        greedy = self.cfg.decoding.get("greedy", None) or {}
+        yield from transcribe_stream(self, audio, chunk_seconds, stats, greedy.get("max_symbols", 30),
+                                     greedy.get("max_symbol_per_sample", 300))
+
     def change_vocabulary(self, new_tokenizer_dir, new_tokenizer_type: str, decoding_cfg: Optional[DictConfig] = None):
         """NeMo's vocabulary change rebuilds its own loss and decoding; put ours back afterwards."""
         decoding_cfg = self.cfg.decoding if decoding_cfg is None else decoding_cfg
@@ -95,8 +104,10 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         loader = super()._setup_dataloader_from_config(config)
         if loader is None or config.get("num_buckets") is None:
             return loader
+        trainer = self._trainer
         return bucketed_loader(loader, config["batch_size"], config["num_buckets"], self.world_size,
-                               self.global_rank if self._trainer is not None else 0, config.get("seed", 0))
+                               trainer.global_rank if trainer is not None else 0, config.get("seed", 0),
+                               trainer.accumulate_grad_batches if trainer is not None else 1)
 
     @property
     def bucketing_sampler(self) -> Optional[BucketingBatchSampler]:
@@ -110,8 +121,7 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         sampler = self.bucketing_sampler
         if optim_config is None and sampler is not None and self._trainer is not None and self.cfg.optim.get("sched"):
             optim_config = OmegaConf.create(OmegaConf.to_container(self.cfg.optim, resolve=True))
-            accumulate = self._trainer.accumulate_grad_batches
-            steps_per_epoch = -(-len(sampler) // accumulate)  # Lightning steps on an epoch's tail too
+            steps_per_epoch = sampler.steps_per_epoch
             optim_config.sched.steps_per_epoch = steps_per_epoch
             max_steps = self._trainer.max_steps
             optim_config.sched.max_steps = max_steps if max_steps >= 0 else steps_per_epoch * self._trainer.max_epochs
