@@ -71,7 +71,7 @@ def _load_batch(paths):
 
 @pytest.fixture(scope="module")
 def deployed(synth_corpus, tmp_path_factory):
-    """The model, its .nemo, its ONNX export directory and the corpus' test audio."""
+    """The model, its .nemo, its ONNX export directory, the corpus' test audio and the model's text for it."""
     root = tmp_path_factory.mktemp("onnx")
     test_audio = [u.audio_filepath for u in read_manifest(synth_corpus.manifests["test-sentences"])]
     model = _trained_model(synth_corpus.tokenizer_dir, read_manifest(synth_corpus.manifests["train"]))
@@ -79,7 +79,9 @@ def deployed(synth_corpus, tmp_path_factory):
     model.save_to(str(nemo_path))
     export_dir = root / "export"
     export_for_deployment(model, str(export_dir), dither=0.0)
-    return SimpleNamespace(model=model, nemo_path=nemo_path, export_dir=export_dir, test_audio=test_audio)
+    texts = transcribe_files(model, test_audio, batch_size=4)  # NeMo's transcribe(), greedy_batch
+    return SimpleNamespace(model=model, nemo_path=nemo_path, export_dir=export_dir, test_audio=test_audio,
+                           texts=texts)
 
 
 def _session(path: Path) -> onnxruntime.InferenceSession:
@@ -133,7 +135,7 @@ def test_exported_networks_match_pytorch(deployed):
 
 
 def test_onnx_greedy_text_equals_model_transcribe(deployed):
-    expected = transcribe_files(deployed.model, deployed.test_audio, batch_size=4)
+    expected = deployed.texts
     assert all(expected) and len(set(expected)) >= 3, expected  # non-trivial text
     transcriber = onnx_greedy.OnnxTranscriber(str(deployed.export_dir), threads=1)
     assert transcriber.transcribe(deployed.test_audio, batch_size=3) == expected
@@ -141,30 +143,31 @@ def test_onnx_greedy_text_equals_model_transcribe(deployed):
 
 
 def test_decoding_limits(deployed):
-    """max_symbols_per_step as NeMo's greedy max_symbols; max_symbol_per_sample truncates the hypothesis."""
-    model, paths = deployed.model, deployed.test_audio[:4]
-    full = onnx_greedy.OnnxTranscriber(str(deployed.export_dir))
-    audio = [onnx_greedy.read_audio(p, 16000, 257) for p in paths]
-    lengths = np.array([len(a) for a in audio])
-    padded = np.stack([np.pad(a, (0, lengths.max() - len(a))) for a in audio])  # (4, S)
-    encoded, encoded_len = full.encode(*full.features(padded, lengths))
-    unlimited = full.decoder(encoded, encoded_len)
-    capped = onnx_greedy.OnnxTranscriber(str(deployed.export_dir), max_symbol_per_sample=5).decoder(
-        encoded, encoded_len)
-    assert capped == [hyp[:5] for hyp in unlimited] and max(len(h) for h in unlimited) > 5
+    """max_symbols_per_step acts as NeMo's max_symbols; max_symbol_per_sample truncates the hypotheses."""
+    model, export_dir = deployed.model, str(deployed.export_dir)
+    audio, lengths = _load_batch(deployed.test_audio[:4])
+    with torch.no_grad():
+        encoded, encoded_len = model(input_signal=audio, input_signal_length=lengths)  # (4, D, T'), (4,)
+    encoded, encoded_len = encoded.numpy(), encoded_len.numpy()
 
-    one_per_frame = onnx_greedy.OnnxTranscriber(str(deployed.export_dir), max_symbols_per_step=1)
     model.change_decoding_strategy(decoding_cfg=_greedy_cfg(model, max_symbols=1), verbose=False)
     try:
-        expected = transcribe_files(model, paths, batch_size=4)
+        with torch.no_grad():
+            hyps = model.decoding.rnnt_decoder_predictions_tensor(torch.from_numpy(encoded),
+                                                                  torch.from_numpy(encoded_len))
     finally:
         model.change_decoding_strategy(decoding_cfg=_greedy_cfg(model, max_symbols=30), verbose=False)
-    assert one_per_frame.transcribe(paths) == expected != full.transcribe(paths)
+    one_per_frame = onnx_greedy.OnnxTranscriber(export_dir, max_symbols_per_step=1).decoder(encoded, encoded_len)
+    assert one_per_frame == [h.y_sequence.tolist() for h in hyps]
+    unlimited = onnx_greedy.OnnxTranscriber(export_dir).decoder(encoded, encoded_len)
+    capped = onnx_greedy.OnnxTranscriber(export_dir, max_symbol_per_sample=5).decoder(encoded, encoded_len)
+    assert capped == [hyp[:5] for hyp in unlimited] and max(len(h) for h in unlimited) > 5
+    assert one_per_frame != unlimited  # the per-frame limit binds on this model
 
 
 def _greedy_cfg(model, max_symbols: int):
+    """The model's decoding config (NeMo's label-looping greedy_batch) with another max_symbols."""
     cfg = model.cfg.decoding.copy()
-    cfg.strategy = "greedy"
     cfg.greedy.max_symbols = max_symbols
     return cfg
 
@@ -198,16 +201,16 @@ def test_cli_round_trip(deployed, tmp_path, monkeypatch, capsys):
     export_dir = tmp_path / "exported"
     _run_script("export.py", [str(deployed.nemo_path), str(export_dir), "--no-dither"], monkeypatch, capsys)
     assert json.loads((export_dir / onnx_greedy.DEPLOYMENT_CONFIG).read_text())["model_name"] == "model"
-    paths = deployed.test_audio[:5]
+    paths = deployed.test_audio[:3]
 
     def lines(model_arg):
         out = _run_script("transcribe.py", ["--model", model_arg, *paths], monkeypatch, capsys).splitlines()
-        assert out[-1].startswith("5 files") and "RTFx" in out[-1]
+        assert out[-1].startswith("3 files") and "RTFx" in out[-1]
         return out[:-1]
 
     with_nemo = lines(str(deployed.nemo_path))
     assert with_nemo == lines(str(export_dir))
-    assert all(line.split("\t")[1] for line in with_nemo)
+    assert with_nemo == [f"{path}\t{text}" for path, text in zip(paths, deployed.texts)]
 
     check = ("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
              "assert not {'torch', 'nemo'} & set(sys.modules), 'torch or NeMo imported'")
