@@ -80,6 +80,22 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         with ema_weights_applied(self):
             super().save_to(save_path)
 
+    def export(self, output: str, *args, **kwargs):
+        """NeMo's export (``encoder-<name>`` and ``decoder_joint-<name>`` files), leaving the model as it was.
+
+        NeMo's export freezes every parameter, switches to eval mode and leaves the prediction network in export
+        mode (no start symbol), which would break training and decoding after an export; all three are undone.
+        """
+        trainable = {name: p.requires_grad for name, p in self.named_parameters()}
+        training = self.training
+        try:
+            return super().export(output, *args, **kwargs)
+        finally:
+            self.decoder._rnnt_export = False
+            for name, p in self.named_parameters():
+                p.requires_grad_(trainable[name])
+            self.train(training)
+
     def transcribe_stream(self, audio, chunk_seconds: float = 0.96, stats=None):
         """Transcribe one utterance chunk by chunk, yielding the text so far; see
         :func:`rnnt_plugin.decoding.streaming.transcribe_stream` (normalisation choices and their cost)."""
