@@ -25,7 +25,8 @@ from rnnt_plugin.optim.ema import EMA
 class TrainingMonitor(pl.Callback):
     """Per optimiser step: logs each param group's LR (``lr_<i>``), LAMB's gradient norm before clipping
     (``grad_norm``) and the global throughput (``train_utts_per_s``, the reference's FPS, and
-    ``train_audio_s_per_s``; this rank's count times the world size). Keeps the bucketing sampler's position
+    ``train_audio_s_per_s``; this rank's count times the world size, over the time since the previous step
+    ended, data loading included). Keeps the bucketing sampler's position
     and the RNG states in checkpoints.
     """
 
@@ -59,7 +60,10 @@ class TrainingMonitor(pl.Callback):
         metrics["train_audio_s_per_s"] = self._audio_s * trainer.world_size / elapsed
         pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
         pl_module.log("utts_per_s", metrics["train_utts_per_s"], prog_bar=True, logger=False, batch_size=1)
-        self._step_start, self._utts, self._audio_s = None, 0, 0.0
+        self._step_start, self._utts, self._audio_s = time.perf_counter(), 0, 0.0  # the next step loads data too
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._step_start = None  # not counting validation and the loader's start
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self._pending is None:

@@ -63,3 +63,13 @@ def test_bad_arguments_are_named():
         BucketingBatchSampler(DURATIONS, batch_size=4.0)
     with pytest.raises(ValueError, match="global batch"):
         BucketingBatchSampler(DURATIONS[:10], batch_size=4, num_buckets=6)
+
+
+def test_accumulation_and_ranks_give_the_same_optimiser_steps():
+    accumulated = BucketingBatchSampler(DURATIONS, batch_size=3, num_buckets=6, seed=4, accumulate=2)
+    ranks = [BucketingBatchSampler(DURATIONS, batch_size=3, num_buckets=6, world_size=2, rank=r, seed=4)
+             for r in range(2)]
+    micro = list(accumulated)
+    assert len(micro) == 2 * accumulated.steps_per_epoch == 2 * ranks[0].steps_per_epoch
+    steps = [micro[i] + micro[i + 1] for i in range(0, len(micro), 2)]
+    assert steps == [a + b for a, b in zip(*map(list, ranks))]
