@@ -218,3 +218,26 @@ def test_cli_round_trip(deployed, tmp_path, monkeypatch, capsys):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.splitlines() == with_nemo
+
+
+def test_torchscript_export(deployed, tmp_path):
+    """--format torchscript: the same three networks as TorchScript, matching the model; no decoding loop."""
+    model = deployed.model
+    config = export_for_deployment(model, str(tmp_path), fmt="torchscript", dither=0.0)
+    assert config.format == "torchscript"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        "preprocessor.ts", "encoder-model.ts", "decoder_joint-model.ts", onnx_greedy.TOKENIZER,
+        onnx_greedy.DEPLOYMENT_CONFIG])
+    audio, lengths = _load_batch(deployed.test_audio[:2])
+    with torch.no_grad():
+        features, frames = model.preprocessor(input_signal=audio, length=lengths)  # (2, 80, T), (2,)
+        encoded, encoded_len = model.encoder(audio_signal=features, length=frames)  # (2, D, T'), (2,)
+        ts_features, ts_frames = torch.jit.load(str(tmp_path / "preprocessor.ts"))(audio, lengths)
+        pad = -features.shape[2] % model.encoder.subsampling_factor
+        ts_encoded, ts_encoded_len = torch.jit.load(str(tmp_path / "encoder-model.ts"))(
+            torch.nn.functional.pad(features, (0, pad)), frames)
+    assert torch.equal(ts_frames, frames) and torch.equal(ts_encoded_len, encoded_len)
+    torch.testing.assert_close(ts_features, features, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ts_encoded, encoded, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="format 'torchscript'"):
+        onnx_greedy.OnnxTranscriber(str(tmp_path))

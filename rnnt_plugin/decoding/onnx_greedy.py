@@ -177,8 +177,10 @@ class OnnxTranscriber:
         self.decoder = GreedyDecoder(
             _session(root / DECODER_JOINT, threads),
             blank_id=self.config.blank_id,
-            max_symbols_per_step=max_symbols_per_step or self.config.max_symbols_per_step,
-            max_symbol_per_sample=max_symbol_per_sample or self.config.max_symbol_per_sample,
+            max_symbols_per_step=self.config.max_symbols_per_step if max_symbols_per_step is None
+            else max_symbols_per_step,
+            max_symbol_per_sample=self.config.max_symbol_per_sample if max_symbol_per_sample is None
+            else max_symbol_per_sample,
         )
         self.tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(root / TOKENIZER))
 
