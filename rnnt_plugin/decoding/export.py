@@ -45,6 +45,9 @@ def export_for_deployment(
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {sorted(FORMATS)}, got {fmt!r}")
+    if not model.decoder.blank_as_pad:
+        raise ValueError("the decoding loop starts from the blank symbol's (zero) embedding: the model's decoder "
+                         "needs blank_as_pad: true, as in configs/")
     if dither is not None and dither < 0:
         raise ValueError(f"dither must be >= 0, got {dither}")
     out = Path(out_dir)
