@@ -1,0 +1,42 @@
+"""Kill and resume: a run killed mid-epoch and restarted with the same config continues from its last checkpoint
+(model, LAMB, LR policy, EMA, bucketing sampler position, RNG) and computes the same losses and final weights as
+an uninterrupted run.
+"""
+
+import pytest
+import torch
+
+from rnnt_plugin.training import train
+from test_training import STEPS_PER_EPOCH, StepRecorder, tiny_cfg
+
+TOTAL_STEPS = 2 * STEPS_PER_EPOCH
+CHECKPOINT_EVERY = 3  # checkpoints at steps 3 and 6; killed at step 8, mid-epoch 2 (steps 6-10)
+KILL_AT = 8
+
+
+def _cfg(corpus, tmp_path, run: str):
+    return tiny_cfg(corpus, tmp_path / run, "mlperf.log_file=false",
+                    f"+exp_manager.checkpoint_callback_params.every_n_train_steps={CHECKPOINT_EVERY}",
+                    "+exp_manager.checkpoint_callback_params.every_n_epochs=0",
+                    "exp_manager.checkpoint_callback_params.save_top_k=-1")
+
+
+def _flat(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_killed_run_resumes_to_the_same_losses(synth_corpus, tmp_path):
+    reference = StepRecorder()
+    ref_model = train(_cfg(synth_corpus, tmp_path, "whole"), [reference])
+    assert sorted(reference.losses) == list(range(1, TOTAL_STEPS + 1))  # by global step after the batch
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train(_cfg(synth_corpus, tmp_path, "killed"), [StepRecorder(die_at_step=KILL_AT)])
+    resumed = StepRecorder()
+    resumed_model = train(_cfg(synth_corpus, tmp_path, "killed"), [resumed])  # the same command again
+
+    last_checkpoint = KILL_AT // CHECKPOINT_EVERY * CHECKPOINT_EVERY
+    assert sorted(resumed.losses) == list(range(last_checkpoint + 1, TOTAL_STEPS + 1))
+    for step, loss in resumed.losses.items():
+        assert loss == pytest.approx(reference.losses[step], rel=1e-5, abs=1e-6), step
+    torch.testing.assert_close(_flat(resumed_model), _flat(ref_model), rtol=1e-5, atol=1e-6)  # EMA weights
