@@ -42,10 +42,10 @@ def stack_frames(x: torch.Tensor, lengths: torch.Tensor, factor: int) -> Tuple[t
     batch, frames, feats = x.shape
     valid = torch.arange(frames, device=x.device)[None, :] < lengths[:, None]  # (B, T)
     x = x * valid.unsqueeze(-1).to(x.dtype)
-    pad = (-frames) % factor
-    if pad:
-        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
-    x = x.reshape(batch, (frames + pad) // factor, feats * factor)  # (B, T/k, F*k)
+    # Pad by a constant and slice, with no branch on T, so that export traces a graph valid for every T.
+    out_frames = (frames + factor - 1) // factor
+    x = torch.nn.functional.pad(x, (0, 0, 0, factor - 1))[:, : out_frames * factor]  # (B, ceil(T/k)*k, F)
+    x = x.reshape(batch, out_frames, feats * factor)  # (B, T/k, F*k)
     return x, torch.div(lengths + factor - 1, factor, rounding_mode="floor")
 
 

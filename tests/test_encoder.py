@@ -75,3 +75,17 @@ def test_chunked_encoding_equals_whole_utterance():
         out, _, state = encoder.forward_chunk(x[:, :, start : start + 12], torch.tensor([12, 12]), state)
         chunks.append(out)
     torch.testing.assert_close(torch.cat(chunks, dim=2), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_export_holds_for_every_length(tmp_path):
+    import onnxruntime
+    encoder = make_encoder()
+    path = str(tmp_path / "encoder.onnx")
+    encoder.export(path)  # traced at the example length, 96 frames
+    session = onnxruntime.InferenceSession(path)
+    for frames in (96, 61, 224, 7):
+        x, lengths = torch.randn(2, 8, frames), torch.tensor([frames, max(1, frames - 5)])
+        expected, expected_len = encoder(audio_signal=x, length=lengths)
+        out, out_len = session.run(None, {"audio_signal": x.numpy(), "length": lengths.numpy()})
+        assert out_len.tolist() == expected_len.tolist()
+        torch.testing.assert_close(torch.from_numpy(out), expected, rtol=1e-4, atol=1e-5)
