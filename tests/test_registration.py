@@ -52,9 +52,22 @@ def test_unregistered_prefix_is_refused():
     assert "refused: Instantiation of unsafe target 'rnnt_plugin.encoder" in out.stdout, out.stderr[-2000:]
 
 
-def test_onelogger_startup_noise_is_quiet():
-    out = subprocess.run([sys.executable, "-c", "import rnnt_plugin"], capture_output=True, text=True, timeout=300)
+def test_registration_waits_for_nemo_and_quiets_its_startup():
+    """``import rnnt_plugin`` alone does not import NeMo; importing NeMo afterwards finds the plugin registered."""
+    code = (
+        "import sys\n"
+        "import rnnt_plugin\n"
+        "print('nemo before:', any(m == 'nemo' or m.startswith('nemo.') for m in sys.modules))\n"
+        "from nemo.core.classes import common\n"
+        "from nemo.core.optim.lr_scheduler import AVAILABLE_SCHEDULERS\n"
+        "from nemo.core.optim.optimizers import AVAILABLE_OPTIMIZERS\n"
+        "print('registered:', 'rnnt_plugin.' in common.ALLOWED_TARGET_PREFIXES,\n"
+        "      'mlperf_lamb' in AVAILABLE_OPTIMIZERS, 'MLPerfLRPolicy' in AVAILABLE_SCHEDULERS)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "nemo before: False" in out.stdout
+    assert "registered: True True True" in out.stdout
     assert "OneLogger" not in out.stderr + out.stdout
     assert "No exporters were provided" not in out.stderr + out.stdout
 
