@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# MLPerf RNN-T training on one node through torchrun + Lightning DDP (the 1x4 / 1x8 scripts call this one).
+# Usage: scripts/train_rnnt_1x1.sh OUTPUT_DIR DATA_DIR [CHECKPOINT]
+#   e.g. scripts/train_rnnt_1x1.sh /results /data/librispeech
+#        GLOBAL_BATCH_SIZE=1024 scripts/train_rnnt_1x8.sh /results /data/librispeech   # the MLPerf reference's
+# DATA_DIR as scripts/preprocess_librispeech.sh leaves it (manifests/, tokenizer_spe_unigram_v1023/). Rerunning
+# the same command resumes from OUTPUT_DIR's last checkpoint; CHECKPOINT (a .ckpt) starts from that one instead.
+# Every global batch is GLOBAL_BATCH_SIZE utterances whatever NUM_GPUS is: per-device batch =
+# GLOBAL_BATCH_SIZE / (NUM_GPUS x GRAD_ACCUMULATION_STEPS). Without a GPU the same command runs NUM_GPUS CPU
+# processes with the gloo backend. Environment overrides (defaults in brackets):
+#   NUM_GPUS [1]  GRAD_ACCUMULATION_STEPS [8]  GLOBAL_BATCH_SIZE [384; the MLPerf reference: 1024]  EPOCHS [60]
+#   LEARNING_RATE [0.004]  WARMUP_EPOCHS [6]  HOLD_EPOCHS [40]  LR_EXP_GAMMA [0.935]  MIN_LR [1e-5]
+#   WEIGHT_DECAY [1e-3]  CLIP_NORM [1.0]  EMA [0.999]  SEED [1]  NUM_BUCKETS [6]  VAL_BATCH_SIZE [2]
+#   MAX_DURATION [16.7]  TARGET_WER [0.058]  NUM_WORKERS [4]  CONFIG [baseline_v3-1023sp]
+#   TRAIN_MANIFESTS [DATA_DIR/manifests/train-{clean-100,clean-360,other-500}.json, comma-separated]
+#   VAL_MANIFEST [DATA_DIR/manifests/dev-clean.json]  TOKENIZER_DIR [DATA_DIR/tokenizer_spe_unigram_v1023]
+#   ACCELERATOR [gpu if nvidia-smi sees one, else cpu]  MASTER_PORT [29500]
+#   EXTRA_ARGS [none: more Hydra overrides, space-separated, e.g. "trainer.max_steps=100"]
+set -euo pipefail
+if [ $# -lt 2 ] || [ $# -gt 3 ]; then sed -n 3p "$0" >&2; exit 2; fi
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUTPUT_DIR=$(realpath -m "$1")
+DATA_DIR=$(realpath -m "$2")
+CHECKPOINT=${3:-}
+
+NUM_GPUS=${NUM_GPUS:-1}
+GRAD_ACCUMULATION_STEPS=${GRAD_ACCUMULATION_STEPS:-8}
+GLOBAL_BATCH_SIZE=${GLOBAL_BATCH_SIZE:-384}
+EPOCHS=${EPOCHS:-60}
+LEARNING_RATE=${LEARNING_RATE:-0.004}
+WARMUP_EPOCHS=${WARMUP_EPOCHS:-6}
+HOLD_EPOCHS=${HOLD_EPOCHS:-40}
+LR_EXP_GAMMA=${LR_EXP_GAMMA:-0.935}
+MIN_LR=${MIN_LR:-1e-5}
+WEIGHT_DECAY=${WEIGHT_DECAY:-1e-3}
+CLIP_NORM=${CLIP_NORM:-1.0}
+EMA=${EMA:-0.999}
+SEED=${SEED:-1}
+NUM_BUCKETS=${NUM_BUCKETS:-6}
+VAL_BATCH_SIZE=${VAL_BATCH_SIZE:-2}
+MAX_DURATION=${MAX_DURATION:-16.7}
+TARGET_WER=${TARGET_WER:-0.058}
+NUM_WORKERS=${NUM_WORKERS:-4}
+CONFIG=${CONFIG:-baseline_v3-1023sp}
+M=$DATA_DIR/manifests
+TRAIN_MANIFESTS=${TRAIN_MANIFESTS:-$M/train-clean-100.json,$M/train-clean-360.json,$M/train-other-500.json}
+VAL_MANIFEST=${VAL_MANIFEST:-$DATA_DIR/manifests/dev-clean.json}
+TOKENIZER_DIR=${TOKENIZER_DIR:-$DATA_DIR/tokenizer_spe_unigram_v1023}
+MASTER_PORT=${MASTER_PORT:-29500}
+if [ -z "${ACCELERATOR:-}" ]; then
+  if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then ACCELERATOR=gpu; else ACCELERATOR=cpu; fi
+fi
+
+DIVISOR=$((NUM_GPUS * GRAD_ACCUMULATION_STEPS))
+if [ $((GLOBAL_BATCH_SIZE % DIVISOR)) -ne 0 ]; then
+  echo "GLOBAL_BATCH_SIZE ($GLOBAL_BATCH_SIZE) is not a multiple of NUM_GPUS x GRAD_ACCUMULATION_STEPS ($DIVISOR)" >&2
+  exit 2
+fi
+BATCH_SIZE=$((GLOBAL_BATCH_SIZE / DIVISOR))
+STRATEGY=auto
+[ "$NUM_GPUS" -gt 1 ] && STRATEGY=ddp  # gloo on CPU, NCCL on GPU (Lightning's defaults)
+
+PY=${PYTHON:-python3}
+[ -x "$ROOT/.venv/bin/python" ] && [ -z "${PYTHON:-}" ] && PY="$ROOT/.venv/bin/python"
+ARGS=(
+  --config-name "$CONFIG"
+  "seed=$SEED" "ema.decay=$EMA" "mlperf.target_wer=$TARGET_WER"
+  "model.tokenizer.dir=$TOKENIZER_DIR"
+  "model.train_ds.manifest_filepath='$TRAIN_MANIFESTS'" "model.validation_ds.manifest_filepath=$VAL_MANIFEST"
+  "model.train_ds.batch_size=$BATCH_SIZE" "model.train_ds.num_buckets=$NUM_BUCKETS"
+  "model.train_ds.max_duration=$MAX_DURATION" "model.train_ds.num_workers=$NUM_WORKERS"
+  "model.validation_ds.batch_size=$VAL_BATCH_SIZE"
+  "model.optim.lr=$LEARNING_RATE" "model.optim.weight_decay=$WEIGHT_DECAY" "model.optim.max_grad_norm=$CLIP_NORM"
+  "model.optim.sched.warmup_epochs=$WARMUP_EPOCHS" "model.optim.sched.hold_epochs=$HOLD_EPOCHS"
+  "model.optim.sched.lr_exp_gamma=$LR_EXP_GAMMA" "model.optim.sched.min_lr=$MIN_LR"
+  "trainer.accelerator=$ACCELERATOR" "trainer.devices=$NUM_GPUS" "trainer.strategy=$STRATEGY"
+  "trainer.accumulate_grad_batches=$GRAD_ACCUMULATION_STEPS" "trainer.max_epochs=$EPOCHS"
+  "exp_manager.exp_dir=$OUTPUT_DIR"
+)
+[ -n "$CHECKPOINT" ] && ARGS+=("+exp_manager.resume_from_checkpoint=$(realpath "$CHECKPOINT")")
+# shellcheck disable=SC2206  # EXTRA_ARGS is split on spaces on purpose
+[ -n "${EXTRA_ARGS:-}" ] && ARGS+=(${EXTRA_ARGS})
+
+mkdir -p "$OUTPUT_DIR"
+cd "$ROOT"
+echo "GLOBAL_BATCH_SIZE=$GLOBAL_BATCH_SIZE = NUM_GPUS $NUM_GPUS x" \
+  "GRAD_ACCUMULATION_STEPS $GRAD_ACCUMULATION_STEPS x batch $BATCH_SIZE ($ACCELERATOR)"
+exec "$PY" -m torch.distributed.run --nnodes=1 --nproc_per_node="$NUM_GPUS" \
+  --rdzv_backend=c10d --rdzv_endpoint="localhost:$MASTER_PORT" \
+  examples/train.py "${ARGS[@]}"
