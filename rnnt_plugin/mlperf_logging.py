@@ -125,12 +125,10 @@ class MLPerfLogger(pl.Callback):
         self.event("cache_clear", True)
 
     def event(self, key: str, value: Any = None, metadata: Optional[dict] = None) -> None:
-        """Append one line; ``file``/``lineno`` name the caller outside this module."""
+        """Append one line; ``file``/``lineno`` name where the event was raised (the caller of this method)."""
         if not self.enabled:
             return
         frame = sys._getframe(1)
-        while frame.f_back is not None and frame.f_code.co_filename == __file__:
-            frame = frame.f_back
         line = format_line(key, value, metadata, file=frame.f_code.co_filename, lineno=frame.f_lineno)
         with open(self.path, "a", encoding="utf-8") as f:  # one short append per event: a killed run keeps its lines
             f.write(line + "\n")

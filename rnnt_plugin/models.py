@@ -122,6 +122,10 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         loader = super()._setup_dataloader_from_config(config)
         if loader is None or config.get("num_buckets") is None:
             return loader
+        if config.get("is_tarred"):
+            _log.warning("train_ds.num_buckets=%s ignored: tarred shards stream in shard order (no bucketing)",
+                         config["num_buckets"])
+            return loader
         trainer = self._trainer
         return bucketed_loader(loader, config["batch_size"], config["num_buckets"], self.world_size,
                                trainer.global_rank if trainer is not None else 0, config.get("seed", 0),
@@ -148,7 +152,8 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
     def training_step(self, batch, batch_nb):
         """NeMo's step; a non-finite loss (on any rank) skips the optimiser step and logs the batch's audio files.
 
-        With ``train_ds.return_sample_id: true`` the batch carries its dataset indices, ``(B,)``, last.
+        With ``train_ds.return_sample_id: true`` the batch carries its dataset indices, ``(B,)``, last. With
+        gradient accumulation, a skipped micro-batch adds no gradient to its optimiser step.
         """
         sample_ids = batch[4] if len(batch) == 5 else None
         output = super().training_step(tuple(batch[:4]), batch_nb)
@@ -158,10 +163,15 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         if finite:
             return output
         self.nonfinite_steps += 1
-        entries = self._train_dl.dataset.manifest_processor.collection
-        files = [entries[int(i)].audio_file for i in sample_ids] if sample_ids is not None else "unknown"
+        processor = getattr(self._train_dl.dataset, "manifest_processor", None)
+        if sample_ids is None:
+            files = "unknown (set train_ds.return_sample_id: true)"
+        elif processor is None:
+            files = f"dataset indices {sample_ids.tolist()}"
+        else:
+            files = [processor.collection[int(i)].audio_file for i in sample_ids]
         _log.warning("non-finite loss %s at step %d (rank %d): step skipped; utterances: %s",
-                        output["loss"].detach().cpu().tolist(), self.trainer.global_step, self.global_rank, files)
+                     output["loss"].detach().cpu().tolist(), self.trainer.global_step, self.global_rank, files)
         return None  # Lightning runs no backward and no optimiser step for this batch
 
 
