@@ -61,12 +61,15 @@ def labels_per_frame(search, encoded, lengths) -> float:
 def bias_blank(joint, search, encoded, lengths, low=1.0, high=3.0) -> float:
     """Shift the blank logit until the search emits ``low``-``high`` labels per frame; return the rate."""
     bias = joint.joint_net[-1].bias
-    rate = labels_per_frame(search, encoded, lengths)
+    rate, step, direction = labels_per_frame(search, encoded, lengths), 0.5, 0
     for _ in range(60):
         if low <= rate <= high:
             return rate
+        new_direction = 1 if rate > high else -1
+        step = step / 2 if direction and new_direction != direction else step  # bisect once bracketed
+        direction = new_direction
         with torch.no_grad():
-            bias[-1] += 0.5 if rate > high else -0.5
+            bias[-1] += direction * step
         rate = labels_per_frame(search, encoded, lengths)
     raise RuntimeError(f"blank bias did not reach {low}-{high} labels per frame (last {rate:.2f})")
 
