@@ -6,6 +6,7 @@ Usage:
     python examples/transcribe.py --model model.nemo a.wav b.flac
     python examples/transcribe.py --model model.nemo --manifest DATA/manifests/test.json --output hyps.json
     python examples/transcribe.py --model exported/ DATA/test-sentences
+    python examples/transcribe.py --model model.nemo --stream 0.96 a.wav   # partial text every 0.96 s of audio
 """
 
 import argparse
@@ -17,6 +18,7 @@ import soundfile
 
 import rnnt_plugin  # noqa: F401  (registers the plugin with NeMo)
 from rnnt_plugin.decoding.onnx_greedy import OnnxTranscriber
+from rnnt_plugin.decoding.streaming import print_stream
 from rnnt_plugin.evaluation import read_manifest, transcribe_files
 from rnnt_plugin.models import load_model
 
@@ -45,11 +47,16 @@ def main():
     parser.add_argument("--manifest", help="NeMo JSON-lines manifest of audio to transcribe")
     parser.add_argument("--output", help="write JSON lines {audio_filepath, pred_text} here")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--stream", type=float, metavar="SECONDS",
+                        help="stream each file in chunks of SECONDS (.nemo/.ckpt model), printing partial text")
     args = parser.parse_args()
 
     audio = collect_audio(args.audio, args.manifest)
     if not audio:
         parser.error("no audio given")
+    if args.stream:
+        print_stream(load_model(args.model), audio, args.stream)
+        return
     if Path(args.model).is_dir():
         transcriber = OnnxTranscriber(args.model)
         start = time.perf_counter()

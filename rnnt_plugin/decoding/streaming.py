@@ -20,6 +20,7 @@ does not know yet. Choices here:
   utterances and prints it.
 """
 
+import sys
 from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
@@ -192,4 +193,19 @@ def transcribe_stream(
     yield model.tokenizer.ids_to_text(labels)
 
 
-__all__ = ["DecoderState", "RunningNorm", "StreamingFeatures", "transcribe_stream"]
+def print_stream(model, paths, chunk_seconds: float = DEFAULT_CHUNK_SECONDS, out=None) -> list:
+    """Stream each audio file through :func:`transcribe_stream`, rewriting one line per file with its partial
+    text as chunks arrive (``examples/transcribe.py --stream``); return the final texts."""
+    out = out or sys.stdout
+    texts = []
+    for path in paths:
+        text = ""
+        for text in transcribe_stream(model, path, chunk_seconds):
+            out.write(f"\r{path}\t{text}")
+            out.flush()
+        out.write("\n")
+        texts.append(text)
+    return texts
+
+
+__all__ = ["DecoderState", "RunningNorm", "StreamingFeatures", "print_stream", "transcribe_stream"]
