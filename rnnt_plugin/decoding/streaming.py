@@ -17,7 +17,10 @@ does not know yet. Choices here:
 - otherwise running statistics: each group of frames is normalised with the mean and unbiased std of all frames
   received so far (cumulative, the group included). The first half second is normalised with few frames, which
   costs accuracy on short utterances; ``tests/test_streaming.py`` measures the WER cost on the synthetic test
-  utterances and prints it.
+  utterances and prints it. Measured there (tiny model trained 50 steps, 4 training + 10 held-out utterances of
+  1.5-3.5 s): WER 0.65 offline, 0.99 / 0.97 streaming with running statistics in 0.5 s / 1.0 s chunks (+0.34 /
+  +0.32). A model trained on per-utterance statistics is brittle to any other normalisation; global statistics
+  from the training data (pass them as ``stats``) or training with running statistics would lower the cost.
 """
 
 import sys
