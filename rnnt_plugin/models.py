@@ -8,7 +8,6 @@ Lightning checkpoints without unpickling arbitrary objects.
 """
 
 import collections
-import logging
 import copy
 import logging
 import typing
@@ -24,7 +23,6 @@ from omegaconf.nodes import AnyNode
 
 from rnnt_plugin.data.bucketing import BucketingBatchSampler, bucketed_loader
 from rnnt_plugin.decoding.greedy import PLUGIN_GREEDY_STRATEGY, use_plugin_greedy
-from rnnt_plugin.data.bucketing import BucketingBatchSampler, bucketed_loader
 from rnnt_plugin.losses import PLUGIN_LOSS_NAME, resolve_rnnt_loss
 from rnnt_plugin.optim.ema import EMA, ema_state_dict_from_checkpoint, ema_weights_applied
 
