@@ -18,6 +18,8 @@ logits' bytes. log_softmax's own 1.0x checks the method.
 clock; on a shared, loaded machine that reflects the load, so `two_thread_cpu_scaling` is also given: CPU time of
 all threads at 1 thread / CPU time of the busiest thread at 2 threads (its critical path; per-thread utime +
 stime from /proc/self/task/*/stat, 10 ms ticks), which is what the wall-clock ratio would be on idle cores.
+`lsm_two_thread_scaling` is the same ratio for torch.log_softmax: a pass over the logits bound by memory
+bandwidth, so it shows how far any streaming kernel can scale on this machine's memory (compare with ours).
 The last line is one JSON object for the 8x150x41x1024 case.
 """
 
@@ -161,6 +163,10 @@ def bench_shape(shape, repeats: int, run_nemo_numba: bool, run_nemo_pytorch: boo
     row[f"ours_{threads}t_ms"] = round(1e3 * multi_s, 1)
     row[f"{threads}_thread_scaling"] = round(ours_ms / row[f"ours_{threads}t_ms"], 2)
     row[f"{threads}_thread_cpu_scaling"] = round(single_ticks / busiest_ticks, 2)
+    torch.set_num_threads(threads)
+    lsm_multi_ms = 1e3 * statistics.median([lsm_forward(inputs[0]) for _ in range(repeats)])
+    torch.set_num_threads(1)
+    row[f"lsm_{threads}_thread_scaling"] = round(lsm_ms / lsm_multi_ms, 2)
     row["peak_extra_x_logits"] = measure_memory("ours", shape)
     row["inplace_peak_extra_x_logits"] = measure_memory("ours", shape, inplace=True)
     row["lsm_peak_extra_x_logits"] = measure_memory("log_softmax", shape)
@@ -202,6 +208,7 @@ def main(argv=None) -> None:
         "nemo_peak_extra_x_logits": main_row.get("nemo_numba_peak_extra_x_logits"),
         "two_thread_scaling": main_row[f"{args.threads}_thread_scaling"],
         "two_thread_cpu_scaling": main_row[f"{args.threads}_thread_cpu_scaling"],
+        "lsm_two_thread_scaling": main_row[f"lsm_{args.threads}_thread_scaling"],
         "load_average_1min": round(os.getloadavg()[0], 2),
     }))
 

@@ -198,6 +198,7 @@ BEAM1_MAX_SYMBOLS = 5  # NeMo's beam search of size 1 runs its greedy search, wh
 DECODING = {
     "greedy": dict(strategy="greedy"),
     "greedy_batch": dict(strategy="greedy_batch"),
+    "rnnt_plugin_greedy": dict(strategy="rnnt_plugin_greedy"),
     "beam1": dict(strategy="beam", beam_size=1),
     "beam4": dict(strategy="beam", beam_size=4),
     "maes": dict(strategy="maes", beam_size=4),
@@ -230,7 +231,7 @@ def test_decoding_strategies(model, expected):
             results[name] = [(h.text, h.y_sequence.tolist()) for h in hyps]
     finally:
         model.change_decoding_strategy(original, verbose=False)
-    assert results["greedy"] == results["greedy_batch"]
+    assert results["greedy"] == results["greedy_batch"] == results["rnnt_plugin_greedy"]
     assert results["beam1"] == results["greedy"]
     assert all(seq for _, seq in results["greedy"])
     for name in ("beam4", "maes", "alsd"):

@@ -79,7 +79,7 @@ def deployed(synth_corpus, tmp_path_factory):
     model.save_to(str(nemo_path))
     export_dir = root / "export"
     export_for_deployment(model, str(export_dir), dither=0.0)
-    texts = transcribe_files(model, test_audio, batch_size=4)  # NeMo's transcribe(), greedy_batch
+    texts = transcribe_files(model, test_audio, batch_size=4)  # NeMo's transcribe(), the config's rnnt_plugin_greedy
     return SimpleNamespace(model=model, nemo_path=nemo_path, export_dir=export_dir, test_audio=test_audio,
                            texts=texts)
 
@@ -166,7 +166,7 @@ def test_decoding_limits(deployed):
 
 
 def _greedy_cfg(model, max_symbols: int):
-    """The model's decoding config (NeMo's label-looping greedy_batch) with another max_symbols."""
+    """The model's decoding config (rnnt_plugin_greedy) with another max_symbols."""
     cfg = model.cfg.decoding.copy()
     cfg.greedy.max_symbols = max_symbols
     return cfg

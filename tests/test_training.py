@@ -146,3 +146,23 @@ def test_mlperf_log_has_every_required_key_once(synth_corpus, tmp_path):
     order = [r["key"] for r in records]
     assert order.index("init_start") < order.index("init_stop") < order.index("run_start") < order.index("run_stop")
     assert order[-1] == "run_stop"
+
+
+def test_configured_speed_perturbation_really_resamples(synth_corpus, tmp_path):
+    """NeMo logs a warning and passes the audio through unchanged when the resampler is missing (kaiser_fast
+    needs resampy): the baseline's augmentor must change each utterance's length by its random rate."""
+    from nemo.collections.asr.parts.preprocessing.perturb import process_augmentations
+    from nemo.collections.asr.parts.preprocessing.segment import AudioSegment
+
+    cfg = tiny_cfg(synth_corpus, tmp_path)
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        augmentor = process_augmentations(compose(config_name="small_cpu").model.train_ds.augmentor)
+    audio_file = Path(cfg.model.train_ds.manifest_filepath).read_text().split('"audio_filepath": "')[1].split('"')[0]
+    lengths = []
+    for _ in range(5):
+        segment = AudioSegment.from_file(audio_file, target_sr=16000)
+        original = segment.num_samples
+        augmentor.perturb(segment)
+        lengths.append(segment.num_samples / original)
+    assert all(0.85 - 0.01 <= r <= 1.15 + 0.01 for r in lengths), lengths  # NeMo resamples to rate x 16 kHz
+    assert len({round(r, 4) for r in lengths}) == 5, lengths  # a new rate each time, none of them 1
