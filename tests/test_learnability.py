@@ -1,9 +1,9 @@
 """The whole recipe learns real speech: examples/train.py on a tiny synthetic corpus, then the saved .nemo.
 
 Training runs the real entry point (Hydra config small_cpu: the plugin's featurizer, encoder, loss, LR policy and
-EMA) in a subprocess; the loss curve comes from its TensorBoard log, the WER from the .nemo, on the training files and on
-the same files reversed (the text must come from the sounds, not from the durations). The optimiser is
-AdamW here: on 20 utterances and 400 steps LAMB's per-layer trust ratio learned too slowly (WER 31-43% on the
+EMA) in a subprocess; the loss curve comes from its TensorBoard log, the WER from the .nemo, on the training
+files and on the same files reversed (the text must come from the sounds, not from the durations). The optimiser
+is AdamW here: on 20 utterances and 400 steps LAMB's per-layer trust ratio learned too slowly (WER 31-43% on the
 training utterances in three tries), while AdamW gets well under the 30% bar in about a minute.
 """
 

@@ -1,6 +1,6 @@
 """The training driver in-process on the synthetic corpus with a tiny model: bucketing wired into the loader and
-the LR policy, per-module LR factors, per-step logging, non-finite loss skipping, MLPerf log, kill and resume, and that the configured speed
-perturbation really resamples.
+the LR policy, per-module LR factors, per-step logging, non-finite loss skipping, MLPerf log, kill and resume,
+and that the configured speed perturbation really resamples.
 
 Tiny model (hidden 32), batch 8, one bucket (40 utterances: 5 steps an epoch), no augmentation, dither 0 and
 dropout 0, so two runs with the same seed compute the same losses.
