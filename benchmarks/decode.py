@@ -9,7 +9,8 @@ The random MLPerf-size model has its blank logit shifted until greedy emits 1-3 
 emits ~0.3); its encoder outputs are Gaussian. NeMo's per-utterance ``greedy`` is slow (~17 ms per step), so it runs
 on ``--greedy-utterances`` of each batch. Our search runs without ``max_symbol_per_sample`` (NeMo has none), so
 ``identical`` compares like with like. ``transcribe_rtfx_mlperf_1core``: featurizer + encoder + our greedy search of
-the MLPerf-size model (random weights, same biased joint) on ``--seconds`` of a tone in noise (a trained model emits fewer labels: this is pessimistic for decoding).
+the MLPerf-size model (random weights, same biased joint) on ``--seconds`` of a tone in noise (a trained model
+emits fewer labels: this is pessimistic for decoding).
 RTFx = audio seconds / CPU seconds of the process (``time.process_time``), so that a shared machine does not skew
 the comparison; with ``--threads 1`` that is the single-core figure. The last line is a JSON object.
 """
@@ -22,7 +23,7 @@ import torch
 from nemo.collections.asr.modules import RNNTDecoder, RNNTJoint
 from nemo.collections.asr.parts.submodules.rnnt_greedy_decoding import GreedyBatchedRNNTInfer, GreedyRNNTInfer
 
-from rnnt_plugin.decoding.greedy import GreedyNet, PluginGreedyRNNTInfer
+from rnnt_plugin.decoding.greedy import PluginGreedyRNNTInfer
 from rnnt_plugin.encoder import StackTimeLSTMEncoder
 from rnnt_plugin.features import MLPerfFilterbankFeatures
 from rnnt_plugin.models import load_model

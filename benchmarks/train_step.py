@@ -27,10 +27,9 @@ from pathlib import Path
 import rnnt_plugin  # noqa: F401  (first: quiets NeMo's telemetry start-up noise, registers our targets)
 import torch
 from hydra import compose, initialize_config_dir
-from nemo.core.classes.common import Serialization
-from omegaconf import open_dict
 
 from rnnt_plugin.losses import RNNTLoss
+from rnnt_plugin.models import build_modules
 from rnnt_plugin.optim import LAMB
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -38,17 +37,11 @@ VOCAB = 1023  # sentencepiece pieces; blank is index 1023
 BATCH, SECONDS, TOKENS, SAMPLE_RATE = 4, 5.0, 20, 16000
 
 
-def build_modules():
+def mlperf_modules():
     """Featurizer, encoder, prediction net and joint of the MLPerf config, in train mode."""
     with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
         cfg = compose(config_name="baseline_v3-1023sp")
-    with open_dict(cfg.model):
-        cfg.model.decoder.vocab_size = VOCAB
-        cfg.model.joint.num_classes = VOCAB
-        cfg.model.joint.vocabulary = [str(i) for i in range(VOCAB)]
-        cfg.model.joint.jointnet.encoder_hidden = cfg.model.model_defaults.enc_hidden
-        cfg.model.joint.jointnet.pred_hidden = cfg.model.model_defaults.pred_hidden
-    modules = {n: Serialization.from_config_dict(cfg.model[n]) for n in ("preprocessor", "encoder", "decoder", "joint")}
+    modules = build_modules(cfg.model, VOCAB, ("preprocessor", "encoder", "decoder", "joint"))
     for m in modules.values():
         m.train()
     return modules, cfg.model.optim
@@ -109,7 +102,7 @@ def main():
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     torch.manual_seed(0)
-    modules, optim_cfg = build_modules()
+    modules, optim_cfg = mlperf_modules()
     params = [p for m in modules.values() for p in m.parameters()]
     print(f"parameters: {sum(p.numel() for p in params):,}", flush=True)
     optimizer = LAMB(params, lr=optim_cfg.lr, betas=tuple(optim_cfg.betas), eps=optim_cfg.eps,

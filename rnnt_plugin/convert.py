@@ -138,6 +138,7 @@ def convert_checkpoint(checkpoint_path: str, config_path: str, tokenizer_dir: st
         for split in ("train_ds", "validation_ds"):
             if split in cfg.model:
                 cfg.model[split].manifest_filepath = None  # a converted model has no training data attached
+        cfg.model.pop("ctc_warmup", None)  # nor a CTC warm-up head: the reference has none
     model = MLPerfRNNTModel(cfg=cfg.model)
     model.load_state_dict(convert_state_dict(reference, model.state_dict()))
     out_dir = Path(out).resolve().parent
@@ -157,7 +158,8 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--out", required=True, help="the .nemo to write")
     parser.add_argument("--weights", choices=WEIGHTS_CHOICES, default="auto",
                         help="ema: the EMA weights; raw: the trained weights; auto (default): EMA when present")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the config, e.g. model.decoding.strategy=greedy")
+    parser.add_argument("overrides", nargs="*",
+                        help="Hydra overrides of the config, e.g. model.decoding.strategy=greedy")
     args = parser.parse_intermixed_args(argv)
     try:
         convert_checkpoint(args.checkpoint, args.config, args.tokenizer_dir, args.out, args.weights, args.overrides)

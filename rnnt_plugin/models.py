@@ -3,8 +3,8 @@
 NeMo's ``EncDecRNNTBPEModel`` supplies the tokenizer, datasets, prediction network, joint, decoding, WER,
 ``transcribe()``, ``.nemo`` save/restore and export. This class adds what the MLPerf recipe needs on top:
 the plugin's fused RNN-T loss (``loss.loss_name: rnnt_plugin``; NeMo 3.0 has no hook to register a loss, so the
-model builds it), ``.nemo`` archives that hold the EMA weights when training keeps an EMA, and loading of
-Lightning checkpoints without unpickling arbitrary objects.
+model builds it), ``.nemo`` archives that hold the EMA weights when training keeps an EMA, loading of
+Lightning checkpoints without unpickling arbitrary objects, and an optional CTC warm-up of encoder and joint.
 """
 
 import collections
@@ -14,9 +14,11 @@ import typing
 from pathlib import Path
 from typing import Optional
 
+import jiwer
 import torch
 from lightning.pytorch import Trainer
 from nemo.collections.asr.models import EncDecRNNTBPEModel
+from nemo.collections.asr.parts.utils.batched_beam_decoding_utils import BlankLMScoreMode, PruningMode
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.base import ContainerMetadata, Metadata
 from omegaconf.nodes import AnyNode
@@ -38,6 +40,7 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         super().__init__(cfg=_nemo_decoding_cfg(cfg, within_model=True), trainer=trainer)
         self._replace_loss()
         self.nonfinite_steps = 0  # training steps skipped for a non-finite loss
+        self.ctc_warmup_steps = int((cfg.get("ctc_warmup", None) or {}).get("steps", 0))
         if decoding_cfg is not None and decoding_cfg.get("strategy") == PLUGIN_GREEDY_STRATEGY:
             self.change_decoding_strategy(decoding_cfg, verbose=False)
 
@@ -148,13 +151,17 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         return super().setup_optimization(optim_config, optim_kwargs)
 
     def training_step(self, batch, batch_nb):
-        """NeMo's step; a non-finite loss (on any rank) skips the optimiser step and logs the batch's audio files.
+        """NeMo's step (after the CTC warm-up, if any); a non-finite loss (on any rank) skips the optimiser step and
+        logs the batch's audio files.
 
         With ``train_ds.return_sample_id: true`` the batch carries its dataset indices, ``(B,)``, last. With
         gradient accumulation, a skipped micro-batch adds no gradient to its optimiser step.
         """
         sample_ids = batch[4] if len(batch) == 5 else None
-        output = super().training_step(tuple(batch[:4]), batch_nb)
+        if self.global_step < self.ctc_warmup_steps:
+            output = self._ctc_warmup_step(*batch[:4])
+        else:
+            output = super().training_step(tuple(batch[:4]), batch_nb)
         finite = bool(torch.isfinite(output["loss"]).all())
         if self._trainer is not None and self.trainer.world_size > 1:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
@@ -172,6 +179,67 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
                      output["loss"].detach().cpu().tolist(), self.trainer.global_step, self.global_rank, files)
         return None  # Lightning runs no backward and no optimiser step for this batch
 
+    def _ctc_warmup_step(self, signal, signal_len, transcript, transcript_len) -> dict:
+        """CTC loss of the encoder and joint, the joint's prediction input held at the start state (``ctc_warmup``).
+
+        A small transducer trained from scratch on a constrained domain can put a whole sentence on the first
+        encoder frame: its prediction net learns the grammar faster than the encoder learns the sounds, and the
+        joint then ignores the encoder. Trained first to read the labels from the sounds, frame by frame, the
+        encoder and joint make the acoustics the easier path once the transducer loss takes over.
+        signal (B, S), transcript (B, U); loss per target token, averaged over the batch.
+        """
+        encoded, encoded_len = self.forward(input_signal=signal, input_signal_length=signal_len)  # (B, H, T)
+        log_probs = self._ctc_logits(encoded).log_softmax(-1)  # (B, T, V + 1)
+        loss = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), transcript, encoded_len, transcript_len,
+                                            blank=self.joint.num_classes_with_blank - 1, zero_infinity=True)
+        if self.logger is not None:  # straight to the logger: self.log would repeat it until the epoch ends
+            self.logger.log_metrics({"train_ctc_warmup_loss": float(loss)}, step=self.global_step)
+        return {"loss": loss}
+
+    def _ctc_logits(self, encoded: torch.Tensor) -> torch.Tensor:
+        """encoded (B, H, T) -> logits (B, T, V + 1) of the joint for each frame with the prediction net's output
+        before any label (the transducer's state at u = 0), as a frame-wise CTC output layer."""
+        start, _ = self.decoder.predict(None, state=None, add_sos=False, batch_size=encoded.shape[0])  # (B, 1, P)
+        return self.joint.joint(encoded.transpose(1, 2), start)[:, :, 0]
+
+    def validation_pass(self, batch, batch_idx, dataloader_idx=0):
+        """NeMo's; during the CTC warm-up, the WER of the CTC greedy output instead (as ``val_wer``): the
+        transducer is still untrained then, and its greedy search would emit up to ``max_symbol_per_sample``
+        pieces per utterance, slowly, for a meaningless WER."""
+        if self.ctc_warmup_steps == 0 or self.global_step >= self.ctc_warmup_steps:
+            return super().validation_pass(batch, batch_idx, dataloader_idx)
+        signal, signal_len, transcript, transcript_len = batch[:4]
+        encoded, encoded_len = self.forward(input_signal=signal, input_signal_length=signal_len)  # (B, H, T)
+        best = self._ctc_logits(encoded).argmax(-1)  # (B, T)
+        blank = self.joint.num_classes_with_blank - 1
+        hypotheses, references = [], []
+        for b in range(best.shape[0]):
+            frames = best[b, : encoded_len[b]]
+            keep = torch.ones_like(frames, dtype=torch.bool)
+            keep[1:] = frames[1:] != frames[:-1]  # CTC: merge repeats, then drop blanks
+            hypotheses.append(self.tokenizer.ids_to_text(frames[keep & (frames != blank)].tolist()))
+            references.append(self.tokenizer.ids_to_text(transcript[b, : transcript_len[b]].tolist()))
+        measures = jiwer.process_words(references, hypotheses)
+        errors = measures.substitutions + measures.deletions + measures.insertions
+        words = measures.hits + measures.substitutions + measures.deletions
+        wer = torch.tensor(errors / words)
+        return {"val_wer_num": torch.tensor(errors), "val_wer_denom": torch.tensor(words), "val_wer": wer}
+
+
+def build_modules(model_cfg: DictConfig, vocab_size: int,
+                  names: typing.Sequence[str] = ("encoder", "decoder", "joint")) -> dict[str, torch.nn.Module]:
+    """The named modules of a model config (e.g. ``cfg.model`` of baseline_v3-1023sp) for a vocabulary of
+    ``vocab_size`` pieces plus blank, without a tokenizer or data: for parameter counts and benchmarks."""
+    from nemo.core.classes.common import Serialization
+
+    model_cfg = copy.deepcopy(model_cfg)
+    with open_dict(model_cfg):
+        model_cfg.decoder.vocab_size = vocab_size
+        model_cfg.joint.num_classes = vocab_size
+        model_cfg.joint.vocabulary = [str(i) for i in range(vocab_size)]
+        model_cfg.joint.jointnet.encoder_hidden = model_cfg.model_defaults.enc_hidden
+        model_cfg.joint.jointnet.pred_hidden = model_cfg.model_defaults.pred_hidden
+    return {name: Serialization.from_config_dict(model_cfg[name]) for name in names}
 
 
 def _nemo_decoding_cfg(cfg: DictConfig, within_model: bool = False) -> DictConfig:
@@ -186,9 +254,11 @@ def _nemo_decoding_cfg(cfg: DictConfig, within_model: bool = False) -> DictConfi
     return cfg
 
 
-# What a Lightning checkpoint of this model holds besides tensors and plain types: the OmegaConf config.
+# What a Lightning checkpoint of this model holds besides tensors and plain types: the OmegaConf config, in which
+# NeMo's decoding setup leaves two enums of its beam search.
 _CHECKPOINT_SAFE_GLOBALS = [
     DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, collections.defaultdict, dict, list, int, typing.Any,
+    BlankLMScoreMode, PruningMode,
 ]
 
 

@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from nemo.utils.exp_manager import exp_manager
 from omegaconf import DictConfig, OmegaConf
@@ -106,17 +107,21 @@ def _mlperf_logger(cfg: DictConfig, log_dir: Optional[Path]) -> Optional[MLPerfL
 def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> MLPerfRNNTModel:
     """Train the model that ``cfg.model`` describes with ``cfg.trainer``; return it with its final weights.
 
-    ``cfg.ema.decay`` (optional) keeps an EMA of the weights for validation and the final ``.nemo``.
+    ``cfg.ema.decay`` (optional) keeps an EMA of the weights for validation and the final ``.nemo``, from
+    optimiser step ``cfg.ema.start_step`` (default 0) on.
     ``cfg.mlperf`` (optional) writes the MLPerf log and stops at ``mlperf.target_wer``.
     ``cfg.nemo_path`` (optional) is where the final ``.nemo`` is written; by default
     ``<exp_manager log dir>/<name>.nemo``. ``callbacks`` are added to the trainer's (e.g. by tests).
     """
     pl.seed_everything(cfg.get("seed", 1), workers=True)
     all_callbacks = [TrainingMonitor(), *callbacks]
-    ema_decay = (cfg.get("ema") or {}).get("decay")
-    if ema_decay is not None:
-        all_callbacks.append(EMA(decay=ema_decay))
+    ema_cfg = cfg.get("ema") or {}
+    if ema_cfg.get("decay") is not None:
+        all_callbacks.append(EMA(decay=ema_cfg.decay, start_step=ema_cfg.get("start_step", 0)))
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=all_callbacks)
+    if (cfg.model.get("ctc_warmup") or {}).get("steps", 0) > 0 and isinstance(trainer.strategy, DDPStrategy):
+        # The CTC warm-up leaves the prediction net's embedding without gradients: DDP must not wait for them.
+        trainer.strategy._ddp_kwargs["find_unused_parameters"] = True
     log_dir: Optional[Path] = exp_manager(trainer, cfg.get("exp_manager", None))
     mllog = _mlperf_logger(cfg, log_dir)
     model = MLPerfRNNTModel(cfg=cfg.model, trainer=trainer)

@@ -49,33 +49,37 @@ def run(cmd, log_path: Path) -> str:
     return "".join(lines)
 
 
-def train_curve(exp_dir: Path):
-    """(step, train_loss) and (step, val_wer) pairs from the TensorBoard log of the training run."""
+def train_curve(exp_dir: Path) -> dict:
+    """Scalars of the training run's TensorBoard log: {tag: [(step, value), ...]} for the transducer loss
+    (``train_loss``), the CTC warm-up loss (``train_ctc_warmup_loss``) and the dev WER (``val_wer``)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = sorted(glob.glob(str(exp_dir / "**" / "events.out.tfevents.*"), recursive=True))
-    loss, wer = [], []
-    for path in events:
+    curves = {"train_loss": [], "train_ctc_warmup_loss": [], "val_wer": []}
+    for path in sorted(glob.glob(str(exp_dir / "**" / "events.out.tfevents.*"), recursive=True)):
         acc = EventAccumulator(path)
         acc.Reload()
-        tags = acc.Tags()["scalars"]
-        loss += [(e.step, e.value) for e in acc.Scalars("train_loss")] if "train_loss" in tags else []
-        wer += [(e.step, e.value) for e in acc.Scalars("val_wer")] if "val_wer" in tags else []
-    return sorted(loss), sorted(wer)
+        for tag in set(curves) & set(acc.Tags()["scalars"]):
+            curves[tag] += [(e.step, e.value) for e in acc.Scalars(tag)]
+    return {tag: sorted(points) for tag, points in curves.items()}
 
 
-def plot_curve(loss, wer, png: Path) -> None:
+def plot_curve(curves: dict, png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax_loss = plt.subplots(figsize=(8, 4.5))
-    ax_loss.plot([s for s, _ in loss], [v for _, v in loss], color="tab:blue", linewidth=0.8, label="train loss")
+    for tag, colour, label in (("train_ctc_warmup_loss", "tab:green", "CTC warm-up loss per token"),
+                               ("train_loss", "tab:blue", "RNN-T loss per utterance")):
+        points = curves[tag]
+        ax_loss.plot([s for s, _ in points], [v for _, v in points], color=colour, linewidth=0.8, label=label)
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("optimiser step")
-    ax_loss.set_ylabel("RNN-T loss per utterance", color="tab:blue")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.legend(loc="upper center")
     ax_wer = ax_loss.twinx()
+    wer = curves["val_wer"]
     ax_wer.plot([s for s, _ in wer], [100 * v for _, v in wer], "o-", color="tab:red", label="dev WER (EMA)")
     ax_wer.set_ylabel("dev WER %", color="tab:red")
     ax_wer.set_ylim(0, 100)
@@ -138,9 +142,9 @@ def main():
              f"exp_manager.exp_dir={exp_dir}", f"nemo_path={model}"], out / "train.log")
         (out / "train_minutes.txt").write_text(f"{(time.perf_counter() - times['train']) / 60:.2f}\n")
     done("train")
-    loss, wer = train_curve(exp_dir)
-    if loss:
-        plot_curve(loss, wer, out / "training_curve.png")
+    curves = train_curve(exp_dir)
+    if curves["train_loss"] or curves["train_ctc_warmup_loss"]:
+        plot_curve(curves, out / "training_curve.png")
 
     stage("evaluate")
     lines = run([py, "examples/evaluate.py", "--model", model, "--output-dir", out / "predictions",

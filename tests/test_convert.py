@@ -11,11 +11,10 @@ import argparse
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from rnnt_plugin.convert import ConversionError, convert_state_dict, main
 from rnnt_plugin.models import MLPerfRNNTModel
-from test_model import CONFIGS
+from small_model import CONFIGS, build_small_model
 
 # Our module prefix -> the reference's (small_cpu has joint dropout 0, so NeMo's joint_net is ReLU, Linear).
 TO_REFERENCE = {
@@ -42,12 +41,7 @@ def reference_layout(state: dict) -> dict:
 
 
 def build(tokenizer_dir, seed: int) -> MLPerfRNNTModel:
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        cfg = compose(config_name="small_cpu", overrides=[
-            f"model.tokenizer.dir={tokenizer_dir}", "model.train_ds.manifest_filepath=null",
-            "model.validation_ds.manifest_filepath=null", "model.preprocessor.dither=0.0"])
-    torch.manual_seed(seed)
-    return MLPerfRNNTModel(cfg=cfg.model).eval()
+    return build_small_model(tokenizer_dir, seed=seed)
 
 
 def outputs(model, audio, audio_len, targets, target_len) -> torch.Tensor:

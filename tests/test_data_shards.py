@@ -96,7 +96,7 @@ def test_training_steps_stream_from_shards(synth_corpus, tmp_path):
             "++model.train_ds.is_tarred=true",
             f"++model.train_ds.tarred_audio_filepaths={info['tarred_audio_filepaths']}",
             f"model.validation_ds.manifest_filepath={synth_corpus.manifests['dev']}",
-            "model.train_ds.batch_size=4", "model.train_ds.augmentor=null",
+            "model.train_ds.batch_size=4", "model.train_ds.augmentor=null", "model.ctc_warmup.steps=0",
             "model.model_defaults.enc_hidden=32", "model.model_defaults.pred_hidden=32",
             "model.model_defaults.joint_hidden=32",
             "trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=0",

@@ -1,5 +1,6 @@
 """scripts/train_rnnt_1x1.sh with 2 gloo CPU processes (DDP) reaches the same weights as 1 process that
-accumulates 2 micro-batches: the same global batch of 8 (2 x 4 and 1 x 4 x 2), 3 optimiser steps.
+accumulates 2 micro-batches: the same global batch of 8 (2 x 4 and 1 x 4 x 2), 3 optimiser steps, the first 2 of
+them CTC warm-up steps (which leave the prediction net's embedding without gradients).
 """
 
 import io
@@ -15,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = " ".join([
     "model.model_defaults.enc_hidden=32", "model.model_defaults.pred_hidden=32", "model.model_defaults.joint_hidden=32",
     "model.train_ds.augmentor=null", "model.spec_augment=null", "model.preprocessor.dither=0.0",
-    "model.decoding.greedy.max_symbols=1", "model.optim.sched.warmup_epochs=1", "model.optim.sched.hold_epochs=1",
+    "model.decoding.greedy.max_symbols=1", "model.ctc_warmup.steps=2",
+    "model.optim.sched.warmup_epochs=1", "model.optim.sched.hold_epochs=1",
     "trainer.max_steps=3", "trainer.check_val_every_n_epoch=100", "trainer.log_every_n_steps=1",
     "mlperf.log_file=false", "exp_manager.checkpoint_callback_params.always_save_nemo=false",
 ])

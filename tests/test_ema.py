@@ -91,6 +91,18 @@ def _expected_ema(initial, raw_after_steps):
     return out
 
 
+def test_ema_follows_the_weights_until_start_step(tmp_path):
+    start = 3
+    ema, record = EMA(decay=DECAY, start_step=start), RecordRawWeights()
+    model, _ = _fit([ema, record], enable_checkpointing=False)
+    expected = _expected_ema(record.after_step[start - 1], record.after_step[start:])
+    torch.testing.assert_close(model.val_weights[0], record.after_step[STEPS_PER_EPOCH - 1], rtol=0, atol=0)
+    torch.testing.assert_close(model.val_weights[1], expected[2 * STEPS_PER_EPOCH - start - 1], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(_flat(model), expected[-1], rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="start_step"):
+        EMA(decay=DECAY, start_step=-1)
+
+
 def test_ema_validates_on_ema_and_leaves_ema_in_model(tmp_path):
     ema, record = EMA(decay=DECAY), RecordRawWeights()
     initial = _flat(TinyModule())

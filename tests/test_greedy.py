@@ -11,7 +11,6 @@ import functools
 import io
 import json
 import subprocess
-from pathlib import Path
 
 import jiwer
 import numpy as np
@@ -19,13 +18,12 @@ import pytest
 import scipy.signal
 import soundfile as sf
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from rnnt_plugin.decoding.greedy import PLUGIN_GREEDY_STRATEGY, GreedyNet, PluginGreedyRNNTInfer, greedy_search
 from rnnt_plugin.models import MLPerfRNNTModel
+from small_model import build_small_model
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SAMPLE_RATE = 16000
 TRAIN_UTTERANCES = 6  # corpus utterances the tiny model learns
 TRAIN_STEPS = 50
@@ -36,19 +34,9 @@ FRAME_SECONDS = 0.06
 
 def build_model(tokenizer_dir, strategy=PLUGIN_GREEDY_STRATEGY, hidden=(160, 128, 128)) -> MLPerfRNNTModel:
     """A small model of configs/small_cpu.yaml (dither 0), encoder/prediction/joint widths ``hidden``."""
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        cfg = compose(config_name="small_cpu", overrides=[
-            f"model.tokenizer.dir={tokenizer_dir}",
-            "model.train_ds.manifest_filepath=null",
-            "model.validation_ds.manifest_filepath=null",
-            "model.preprocessor.dither=0.0",
-            f"model.model_defaults.enc_hidden={hidden[0]}",
-            f"model.model_defaults.pred_hidden={hidden[1]}",
-            f"model.model_defaults.joint_hidden={hidden[2]}",
-            f"model.decoding.strategy={strategy}",
-        ])
-    torch.manual_seed(0)
-    return MLPerfRNNTModel(cfg=cfg.model).eval()
+    return build_small_model(tokenizer_dir, f"model.model_defaults.enc_hidden={hidden[0]}",
+                             f"model.model_defaults.pred_hidden={hidden[1]}",
+                             f"model.model_defaults.joint_hidden={hidden[2]}", f"model.decoding.strategy={strategy}")
 
 
 def espeak_words(sentence: str) -> tuple[np.ndarray, list[tuple[float, float]]]:

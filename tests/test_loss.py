@@ -82,7 +82,8 @@ def _loss_and_grad(fn, logits, *args, **kwargs):
     return loss.detach(), x.grad
 
 
-@pytest.mark.parametrize("n_t,n_u,vocab,blank", [(1, 0, 2, 0), (1, 3, 4, -1), (4, 1, 3, 1), (3, 3, 5, 0), (5, 2, 6, -1)])
+@pytest.mark.parametrize("n_t,n_u,vocab,blank",
+                         [(1, 0, 2, 0), (1, 3, 4, -1), (4, 1, 3, 1), (3, 3, 5, 0), (5, 2, 6, -1)])
 def test_matches_brute_force_enumeration(n_t, n_u, vocab, blank):
     logits, labels, _, _ = _batch(2, n_t, n_u, vocab, blank, seed=n_t * 10 + n_u, full=True)
     lengths_t, lengths_u = torch.full((2,), n_t), torch.full((2,), n_u)

@@ -138,7 +138,8 @@ def test_cuda_kernels_compile_to_ptx_for_a100_and_h100():
         labels = types.Array(types.int64, 2, "C")
         lengths = types.Array(types.int64, 1, "C")
         signatures = [
-            (kernels._make_normaliser(dtype, 128, 2), (acts, labels, lengths, lengths, types.int64, cells, cells, cells)),
+            (kernels._make_normaliser(dtype, 128, 2),
+             (acts, labels, lengths, lengths, types.int64, cells, cells, cells)),
             (kernels._alpha_beta, (cells, cells, lengths, lengths, cells, cells, per_sample)),
             (kernels._make_gradient(dtype, 256, 4), (acts, labels, lengths, lengths, types.int64, *[cells] * 5,
                                                      per_sample, per_sample, types.float64, types.float64, acts)),

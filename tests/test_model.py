@@ -16,19 +16,16 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import soundfile as sf
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from rnnt_plugin.models import MLPerfRNNTModel
+from small_model import build_small_model
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 HOP = 160  # samples per 10 ms feature frame at 16 kHz
 SUBSAMPLING = 6  # feature frames per encoder frame: splice x3, stack-time x2
@@ -36,19 +33,6 @@ CUT = (0, 1001, 4321)  # samples cut from the end of each utterance: odd lengths
 TOKENIZER_PROBE = "turn the lights on"
 MAX_SYMBOLS = 2  # pieces per frame: the untrained model emits as many as allowed, and decoding time grows with them
 DECODED_FRAMES = 6  # encoder frames per utterance given to the searches: beam cost grows with frames x beam
-
-
-def build_small_model(tokenizer_dir) -> MLPerfRNNTModel:
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        cfg = compose(config_name="small_cpu", overrides=[
-            f"model.tokenizer.dir={tokenizer_dir}",
-            "model.train_ds.manifest_filepath=null",
-            "model.validation_ds.manifest_filepath=null",
-            "model.preprocessor.dither=0.0",
-            f"model.decoding.greedy.max_symbols={MAX_SYMBOLS}",
-        ])
-    torch.manual_seed(0)
-    return MLPerfRNNTModel(cfg=cfg.model).eval()
 
 
 def stage_outputs(model, audio, audio_len, targets, target_len) -> dict:
@@ -130,7 +114,7 @@ def batch(synth_corpus):
 
 @pytest.fixture(scope="module")
 def model(tokenizer_dir):
-    return build_small_model(tokenizer_dir)
+    return build_small_model(tokenizer_dir, f"model.decoding.greedy.max_symbols={MAX_SYMBOLS}")
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,8 @@
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from nemo.core.classes.common import Serialization
-from omegaconf import open_dict
 
-import rnnt_plugin  # noqa: F401  (registers the plugin's target prefix)
+from rnnt_plugin.models import build_modules
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 VOCAB = 1023  # sentencepiece pieces; blank makes 1024 outputs
@@ -24,13 +22,7 @@ def linear_params(inputs: int, outputs: int) -> int:
 def test_mlperf_parameter_count():
     with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
         cfg = compose(config_name="baseline_v3-1023sp")
-    with open_dict(cfg.model):
-        cfg.model.decoder.vocab_size = VOCAB
-        cfg.model.joint.num_classes = VOCAB
-        cfg.model.joint.vocabulary = [str(i) for i in range(VOCAB)]
-        cfg.model.joint.jointnet.encoder_hidden = cfg.model.model_defaults.enc_hidden
-        cfg.model.joint.jointnet.pred_hidden = cfg.model.model_defaults.pred_hidden
-    modules = {name: Serialization.from_config_dict(cfg.model[name]) for name in ("encoder", "decoder", "joint")}
+    modules = build_modules(cfg.model, VOCAB)
     counts = {name: sum(p.numel() for p in m.parameters()) for name, m in modules.items()}
 
     # Encoder: 240 spliced features -> 2 LSTM(1024) -> stack x2 (2048) -> 3 LSTM(1024).

@@ -18,12 +18,12 @@ import onnxruntime
 import pytest
 import soundfile
 import torch
-from hydra import compose, initialize_config_dir
 
 from rnnt_plugin.decoding import onnx_greedy
 from rnnt_plugin.decoding.export import export_for_deployment
 from rnnt_plugin.evaluation import read_manifest, transcribe_files
 from rnnt_plugin.models import MLPerfRNNTModel
+from small_model import build_small_model
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_UTTERANCES = 20  # the shortest of the corpus' 40 training utterances
@@ -32,18 +32,8 @@ TRAIN_STEPS = 160  # full-batch Adam steps (~10 s)
 
 def _trained_model(tokenizer_dir: Path, train: list) -> MLPerfRNNTModel:
     """Small CPU config at toy width; random encoder, prediction net and joint fitted to its outputs for a few s."""
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
-        cfg = compose(config_name="small_cpu", overrides=[
-            f"model.tokenizer.dir={tokenizer_dir}",
-            "model.train_ds.manifest_filepath=null",
-            "model.validation_ds.manifest_filepath=null",
-            "model.preprocessor.dither=0.0",
-            "model.model_defaults.enc_hidden=64",
-            "model.model_defaults.pred_hidden=32",
-            "model.model_defaults.joint_hidden=32",
-        ])
-    torch.manual_seed(0)
-    model = MLPerfRNNTModel(cfg=cfg.model).eval()
+    model = build_small_model(tokenizer_dir, "model.model_defaults.enc_hidden=64",
+                              "model.model_defaults.pred_hidden=32", "model.model_defaults.joint_hidden=32")
     train = sorted(train, key=lambda u: u.duration)[:TRAIN_UTTERANCES]
     with torch.no_grad():
         audio, lengths = _load_batch([u.audio_filepath for u in train])

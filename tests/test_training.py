@@ -1,6 +1,6 @@
 """The training driver in-process on the synthetic corpus with a tiny model: bucketing wired into the loader and
-the LR policy, per-module LR factors, per-step logging, non-finite loss skipping, MLPerf log, kill and resume,
-and that the configured speed perturbation really resamples.
+the LR policy, per-module LR factors, per-step logging, the CTC warm-up, non-finite loss skipping, MLPerf log, kill
+and resume, and that the configured speed perturbation really resamples.
 
 Tiny model (hidden 32), batch 8, one bucket (40 utterances: 5 steps an epoch), no augmentation, dither 0 and
 dropout 0, so two runs with the same seed compute the same losses.
@@ -21,6 +21,7 @@ from nemo.collections.asr.parts.preprocessing.segment import AudioSegment
 from rnnt_plugin.data.bucketing import BucketingBatchSampler
 from rnnt_plugin.mlperf_logging import parse_log
 from rnnt_plugin.training import train
+from small_model import build_small_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STEPS_PER_EPOCH = 5
@@ -36,6 +37,7 @@ def tiny_cfg(corpus, tmp_path: Path, *overrides: str):
             "model.model_defaults.joint_hidden=32",
             "model.train_ds.batch_size=8", "model.train_ds.augmentor=null", "model.spec_augment=null",
             "model.preprocessor.dither=0.0", "model.decoding.greedy.max_symbols=1",  # cheap training-batch WER
+            "model.ctc_warmup.steps=0",
             "model.optim.sched.warmup_epochs=1", "model.optim.sched.hold_epochs=1",
             "trainer.log_every_n_steps=1", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=100",
             "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
@@ -85,6 +87,58 @@ def test_bucketing_lr_groups_and_step_logging(synth_corpus, tmp_path):
         assert len(values) == STEPS_PER_EPOCH and all(v > 0 for v in values), (tag, values)
 
 
+def test_ctc_warmup_then_transducer_loss(synth_corpus, tmp_path):
+    class EmbeddingGradients(pl.Callback):
+        """Whether the prediction net's label embedding had a gradient at each optimiser step."""
+
+        def __init__(self):
+            self.had_grad = []
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            grad = pl_module.decoder.prediction.embed.weight.grad
+            self.had_grad.append(grad is not None and bool(grad.abs().sum() > 0))
+
+    rec = EmbeddingGradients()
+    train(tiny_cfg(synth_corpus, tmp_path, "model.ctc_warmup.steps=3", "trainer.max_epochs=1",
+                   "mlperf.log_file=false"), [rec])
+    assert rec.had_grad == [False] * 3 + [True] * 2  # CTC: no labels enter the prediction net
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (tmp_path / "exp").rglob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train_ctc_warmup_loss")] == [0, 1, 2]
+    assert [e.step for e in acc.Scalars("train_loss")] == [3, 4]
+    assert all(0 < e.value < float("inf") for e in acc.Scalars("train_ctc_warmup_loss"))
+
+
+def test_ctc_warmup_validation_scores_the_ctc_greedy_output(synth_corpus):
+    model = build_small_model(synth_corpus.tokenizer_dir, "model.ctc_warmup.steps=10")  # no trainer: step 0
+    blank = model.joint.num_classes_with_blank - 1
+    references = ["turn the lights on", "set a timer"]
+    spoken = ["turn the lights on", "set the timer"]  # what the CTC output spells: one substitution in 7 words
+    audio = torch.zeros(2, 3 * 16000)  # (B, S): 3 s, about 50 encoder frames
+    audio_len = torch.tensor([3 * 16000, 2 * 16000])
+
+    def spelling_logits(encoded):
+        """Stands in for the joint: each piece of ``spoken`` on two frames, then a blank; blank after.
+        encoded (B, H, T) -> one-hot logits (B, T, V + 1)."""
+        best = torch.full((encoded.shape[0], encoded.shape[2]), blank)
+        for b, text in enumerate(spoken):
+            frames = [f for piece in model.tokenizer.text_to_ids(text) for f in (piece, piece, blank)]
+            best[b, : len(frames)] = torch.tensor(frames)
+        return torch.nn.functional.one_hot(best, blank + 1).float()
+
+    model._ctc_logits = spelling_logits
+    ids = [torch.tensor(model.tokenizer.text_to_ids(t)) for t in references]
+    transcript = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True)  # (B, U)
+    with torch.no_grad():
+        out = model.validation_pass((audio, audio_len, transcript, torch.tensor([len(i) for i in ids])), 0)
+    assert (int(out["val_wer_num"]), int(out["val_wer_denom"])) == (1, 7)
+    assert float(out["val_wer"]) == pytest.approx(1 / 7)
+
+
 def test_nonfinite_loss_skips_the_step_and_names_the_files(synth_corpus, tmp_path, caplog):
     class PoisonedLoss(torch.nn.Module):
         def __init__(self, inner):
@@ -126,7 +180,7 @@ def test_mlperf_log_has_every_required_key_once(synth_corpus, tmp_path):
         "submission_benchmark": "rnnt", "submission_org": None, "submission_division": "closed",
         "submission_status": "onprem", "submission_platform": None, "cache_clear": True,
         "init_start": None, "init_stop": None, "run_start": None, "seed": 1, "global_batch_size": 8,
-        "gradient_accumulation_steps": 1, "opt_name": "lamb", "opt_base_learning_rate": 0.003,
+        "gradient_accumulation_steps": 1, "opt_name": "lamb", "opt_base_learning_rate": 0.01,
         "opt_lamb_epsilon": 1e-9, "opt_lamb_beta_1": 0.9, "opt_lamb_beta_2": 0.999, "opt_weight_decay": 1e-3,
         "opt_gradient_clip_norm": 1.0, "opt_learning_rate_warmup_epochs": 1, "opt_lamb_learning_rate_hold_epochs": 1,
         "opt_lamb_learning_rate_decay_poly_power": 0.8, "opt_lamb_learning_rate_min": 1e-5,

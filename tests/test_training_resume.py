@@ -6,6 +6,7 @@ an uninterrupted run.
 import pytest
 import torch
 
+from rnnt_plugin.models import load_model
 from rnnt_plugin.training import train
 from test_training import STEPS_PER_EPOCH, StepRecorder, tiny_cfg
 
@@ -40,3 +41,8 @@ def test_killed_run_resumes_to_the_same_losses(synth_corpus, tmp_path):
     for step, loss in resumed.losses.items():
         assert loss == pytest.approx(reference.losses[step], rel=1e-5, abs=1e-6), step
     torch.testing.assert_close(_flat(resumed_model), _flat(ref_model), rtol=1e-5, atol=1e-6)  # EMA weights
+
+    # examples/evaluate.py and transcribe.py read a training checkpoint (safe unpickling) as its EMA weights
+    (last,) = (tmp_path / "whole").rglob("*last.ckpt")
+    assert torch.load(last, weights_only=False)["global_step"] == TOTAL_STEPS
+    torch.testing.assert_close(_flat(load_model(str(last))), _flat(ref_model), rtol=0, atol=0)

@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="engines running at once")
     parser.add_argument("--splits", type=_parse_splits, default=None,
                         help=f"NAME=FRACTION,... over {', '.join(SPLITS)} (default: 0.8 train, 0.05 each other)")
-    parser.add_argument("--voices", default=None, help="comma-separated training voices, e.g. espeak:en-us+m3,flite:kal")
+    parser.add_argument("--voices", default=None,
+                        help="comma-separated training voices, e.g. espeak:en-us+m3,flite:kal")
     parser.add_argument("--speed-warp", type=float, default=0.0, help="sox speed factor drawn from [1-w, 1+w]")
     args = parser.parse_args(argv)
     result = generate_corpus(args.out_dir, args.utterances, args.domain, args.seed, args.jobs, args.splits,

@@ -160,7 +160,8 @@ def tune(shape=(8, 150, 41, 1024), repeats: int = 5, cell_candidates=None, diago
         return _time_ms(run, repeats)
 
     default_diagonal = load_table()["default"]["diagonal_threads"]
-    timed = [(measure({**c, "diagonal_threads": default_diagonal}), c) for c in (cell_candidates or candidates(warp_size))]
+    timed = [(measure({**c, "diagonal_threads": default_diagonal}), c)
+             for c in (cell_candidates or candidates(warp_size))]
     best_cells = min(timed, key=lambda pair: pair[0])[1]
     timed = [(measure({**best_cells, "diagonal_threads": d}), d) for d in diagonal_candidates]
     best_ms, best_diagonal = min(timed, key=lambda pair: pair[0])

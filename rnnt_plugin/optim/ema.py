@@ -2,7 +2,7 @@
 
 After every optimiser step, ``ema <- decay * ema + (1 - decay) * w`` for each trainable floating parameter, in
 fp32 shadow copies that start from the initial weights (the reference's ``apply_ema``; constant decay, no
-warm-up). Validation and test run on the EMA weights, swapped in at their start and back at their end; at train
+warm-up), or from the weights after ``start_step`` optimiser steps. Validation and test run on the EMA weights, swapped in at their start and back at their end; at train
 end the EMA weights are left in the model, so a ``.nemo`` written after ``fit`` holds them.
 
 Checkpoints: the callback's state (plain ints and a dict of tensors, readable by ``torch.load(weights_only=True)``)
@@ -32,12 +32,18 @@ class EMA(pl.Callback):
         validate_with_ema: run validation and test on the EMA weights.
         apply_at_train_end: leave the EMA weights in the model when ``fit`` ends (the raw ones are kept aside
             for checkpoints and are put back if training starts again).
+        start_step: the EMA equals the weights until this many optimiser steps are done, and averages from
+            there on (e.g. from the end of a CTC warm-up, whose weights would only blur the transducer's).
     """
 
-    def __init__(self, decay: float = 0.999, validate_with_ema: bool = True, apply_at_train_end: bool = True):
+    def __init__(self, decay: float = 0.999, validate_with_ema: bool = True, apply_at_train_end: bool = True,
+                 start_step: int = 0):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
+        if start_step < 0:
+            raise ValueError(f"start_step must be >= 0, got {start_step}")
         self.decay = float(decay)
+        self.start_step = int(start_step)
         self.validate_with_ema = validate_with_ema
         self.apply_at_train_end = apply_at_train_end
         self.num_updates = 0
@@ -120,7 +126,8 @@ class EMA(pl.Callback):
         names = list(self._shadow)
         weights = [params[n].detach() for n in names]
         weights = [w if w.dtype == torch.float32 else w.float() for w in weights]
-        torch._foreach_lerp_([self._shadow[n] for n in names], weights, 1.0 - self.decay)
+        decay = self.decay if trainer.global_step > self.start_step else 0.0
+        torch._foreach_lerp_([self._shadow[n] for n in names], weights, 1.0 - decay)
         self.num_updates += 1
         self._last_step = trainer.global_step
 
