@@ -1,6 +1,6 @@
 """Transcribe audio files, a directory of them, or a manifest with a .nemo model, a training checkpoint, or an
 ONNX export directory of examples/export.py (run on onnxruntime; same text as the .nemo it came from when both
-featurizers have the same dither, e.g. export with --no-dither from a model whose config has dither 0).
+featurizers see the same samples: e.g. both without dither, --no-dither here and in examples/export.py).
 
 Usage:
     python examples/transcribe.py --model model.nemo a.wav b.flac
@@ -47,6 +47,9 @@ def main():
     parser.add_argument("--manifest", help="NeMo JSON-lines manifest of audio to transcribe")
     parser.add_argument("--output", help="write JSON lines {audio_filepath, pred_text} here")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--no-dither", action="store_true",
+                        help="featurize without dither (.nemo/.ckpt; an ONNX export's dither is fixed when exported, "
+                             "examples/export.py --no-dither)")
     parser.add_argument("--stream", type=float, metavar="SECONDS",
                         help="stream each file in chunks of SECONDS (.nemo/.ckpt model), printing partial text")
     args = parser.parse_args()
@@ -54,15 +57,22 @@ def main():
     audio = collect_audio(args.audio, args.manifest)
     if not audio:
         parser.error("no audio given")
-    if args.stream:
-        print_stream(load_model(args.model), audio, args.stream)
-        return
     if Path(args.model).is_dir():
+        if args.stream:
+            parser.error("--stream needs a .nemo or .ckpt model")
         transcriber = OnnxTranscriber(args.model)
+        if args.no_dither and transcriber.config.dither > 0:
+            parser.error(f"--no-dither: {args.model} was exported with dither {transcriber.config.dither}; "
+                         "export with --no-dither")
         start = time.perf_counter()
         texts = transcriber.transcribe(audio, args.batch_size)
     else:
         model = load_model(args.model)
+        if args.no_dither:
+            model.preprocessor.dither = 0.0
+        if args.stream:
+            print_stream(model, audio, args.stream)
+            return
         start = time.perf_counter()
         texts = transcribe_files(model, audio, args.batch_size)
     seconds = time.perf_counter() - start

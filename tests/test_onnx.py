@@ -193,13 +193,14 @@ def test_cli_round_trip(deployed, tmp_path, monkeypatch, capsys):
     assert json.loads((export_dir / onnx_greedy.DEPLOYMENT_CONFIG).read_text())["model_name"] == "model"
     paths = deployed.test_audio[:3]
 
-    def lines(model_arg):
-        out = _run_script("transcribe.py", ["--model", model_arg, *paths], monkeypatch, capsys).splitlines()
+    def lines(model_arg, *options):
+        out = _run_script("transcribe.py", ["--model", model_arg, *options, *paths], monkeypatch, capsys).splitlines()
         assert out[-1].startswith("3 files") and "RTFx" in out[-1]
         return out[:-1]
 
     with_nemo = lines(str(deployed.nemo_path))
     assert with_nemo == lines(str(export_dir))
+    assert with_nemo == lines(str(deployed.nemo_path), "--no-dither") == lines(str(export_dir), "--no-dither")
     assert with_nemo == [f"{path}\t{text}" for path, text in zip(paths, deployed.texts)]
 
     check = ("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
@@ -208,6 +209,14 @@ def test_cli_round_trip(deployed, tmp_path, monkeypatch, capsys):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.splitlines() == with_nemo
+
+
+def test_transcribe_no_dither_refuses_a_dithered_export(deployed, tmp_path, monkeypatch, capsys):
+    export_for_deployment(deployed.model, str(tmp_path / "dithered"), dither=1e-5)
+    with pytest.raises(SystemExit):
+        _run_script("transcribe.py", ["--model", str(tmp_path / "dithered"), "--no-dither", deployed.test_audio[0]],
+                    monkeypatch, capsys)
+    assert "exported with dither 1e-05; export with --no-dither" in capsys.readouterr().err
 
 
 def test_torchscript_export(deployed, tmp_path):
