@@ -188,7 +188,7 @@ def test_mlperf_log_has_every_required_key_once(synth_corpus, tmp_path):
         "data_train_max_duration": 16.7, "data_speed_perturbaton_max": 1.0, "data_speed_perturbaton_min": 1.0,
         "data_spec_augment_freq_n": 0, "data_spec_augment_freq_min": 0, "data_spec_augment_freq_max": 0,
         "data_spec_augment_time_n": 0, "data_spec_augment_time_min": 0, "data_spec_augment_time_max": 0,
-        "model_eval_ema_factor": 0.999, "model_weights_initialization_scale": 0.5,
+        "model_eval_ema_factor": 0.99, "model_weights_initialization_scale": 0.5,
         "eval_max_prediction_symbols": 300, "data_train_num_buckets": 1, "train_samples": 40, "eval_samples": 10,
         "run_stop": None,
     }

@@ -2,8 +2,9 @@
 
 After every optimiser step, ``ema <- decay * ema + (1 - decay) * w`` for each trainable floating parameter, in
 fp32 shadow copies that start from the initial weights (the reference's ``apply_ema``; constant decay, no
-warm-up), or from the weights after ``start_step`` optimiser steps. Validation and test run on the EMA weights, swapped in at their start and back at their end; at train
-end the EMA weights are left in the model, so a ``.nemo`` written after ``fit`` holds them.
+warm-up), or from the weights after ``start_step`` optimiser steps. Validation and test run on the EMA weights,
+swapped in at their start and back at their end; at train end the EMA weights are left in the model, so a
+``.nemo`` written after ``fit`` holds them.
 
 Checkpoints: the callback's state (plain ints and a dict of tensors, readable by ``torch.load(weights_only=True)``)
 rides in the Lightning checkpoint, and whenever the EMA weights sit in the model (during evaluation, after train
