@@ -174,8 +174,7 @@ class MLPerfLogger(pl.Callback):
         self.event("eval_accuracy", wer, metadata={"epoch_num": epoch})
         self.event("eval_stop", metadata={"epoch_num": epoch})
         self.event("block_stop", metadata={"first_epoch_num": epoch})
-        warmup_steps = getattr(pl_module, "ctc_warmup_steps", 0)
-        ctc_warmup = warmup_steps > 0 and trainer.global_step < warmup_steps  # val_wer is then the CTC output's
+        ctc_warmup = getattr(pl_module, "in_ctc_warmup", False)  # val_wer is then the CTC output's
         if wer is not None and wer <= self.target_wer and not ctc_warmup:
             self._stop_run("success", epoch)
             trainer.should_stop = True

@@ -158,7 +158,7 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         gradient accumulation, a skipped micro-batch adds no gradient to its optimiser step.
         """
         sample_ids = batch[4] if len(batch) == 5 else None
-        if self.global_step < self.ctc_warmup_steps:
+        if self.in_ctc_warmup:
             output = self._ctc_warmup_step(*batch[:4])
         else:
             output = super().training_step(tuple(batch[:4]), batch_nb)
@@ -178,6 +178,11 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         _log.warning("non-finite loss %s at step %d (rank %d): step skipped; utterances: %s",
                      output["loss"].detach().cpu().tolist(), self.trainer.global_step, self.global_rank, files)
         return None  # Lightning runs no backward and no optimiser step for this batch
+
+    @property
+    def in_ctc_warmup(self) -> bool:
+        """Whether the next optimiser step is one of the CTC warm-up's (``ctc_warmup.steps``)."""
+        return self.global_step < self.ctc_warmup_steps
 
     def _ctc_warmup_step(self, signal, signal_len, transcript, transcript_len) -> dict:
         """CTC loss of the encoder and joint, the joint's prediction input held at the start state (``ctc_warmup``).
@@ -206,7 +211,7 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         """NeMo's; during the CTC warm-up, the WER of the CTC greedy output instead (as ``val_wer``): the
         transducer is still untrained then, and its greedy search would emit up to ``max_symbol_per_sample``
         pieces per utterance, slowly, for a meaningless WER."""
-        if self.ctc_warmup_steps == 0 or self.global_step >= self.ctc_warmup_steps:
+        if not self.in_ctc_warmup:
             return super().validation_pass(batch, batch_idx, dataloader_idx)
         signal, signal_len, transcript, transcript_len = batch[:4]
         encoded, encoded_len = self.forward(input_signal=signal, input_signal_length=signal_len)  # (B, H, T)

@@ -50,14 +50,12 @@ def test_stops_with_success_at_the_target(tmp_path):
 
 def test_the_ctc_warmup_wer_never_stops_the_run(tmp_path):
     log = MLPerfLogger(tmp_path / "mlperf.log", target_wer=0.058, submission=SUBMISSION)
-    model = SimpleNamespace(ctc_warmup_steps=10)
-    for epoch, step in enumerate([5, 10]):
-        trainer = _fake_trainer(0.01, epoch)
-        trainer.global_step = step
+    for epoch, in_ctc_warmup in enumerate([True, False]):
+        trainer, model = _fake_trainer(0.01, epoch), SimpleNamespace(in_ctc_warmup=in_ctc_warmup)
         log.on_train_epoch_start(trainer, model)
         log.on_validation_start(trainer, model)
         log.on_validation_end(trainer, model)
-        assert trainer.should_stop == (step >= 10)
+        assert trainer.should_stop == (not in_ctc_warmup)
 
 
 def test_only_rank_zero_writes_and_bad_target_is_rejected(tmp_path):
