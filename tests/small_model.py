@@ -11,7 +11,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def build_small_model(tokenizer_dir, *overrides: str, seed: int = 0) -> MLPerfRNNTModel:
-    """small_cpu with the tokenizer in ``tokenizer_dir``, dither 0 (deterministic features), no CTC warm-up head,
+    """small_cpu with the tokenizer in ``tokenizer_dir``, dither 0 (deterministic features), no CTC warm-up,
     Hydra ``overrides`` on top; weights drawn after ``torch.manual_seed(seed)``; in eval mode."""
     with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
         cfg = compose(config_name="small_cpu", overrides=[

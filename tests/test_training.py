@@ -47,6 +47,16 @@ def tiny_cfg(corpus, tmp_path: Path, *overrides: str):
         ])
 
 
+def tensorboard_log(exp_dir: Path):
+    """The run's one TensorBoard event file under ``exp_dir``, loaded (an EventAccumulator)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = exp_dir.rglob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    return acc
+
+
 class StepRecorder(pl.Callback):
     """Loss of each training batch by global step, and the weights after each batch; optionally dies at a step."""
 
@@ -75,11 +85,7 @@ def test_bucketing_lr_groups_and_step_logging(synth_corpus, tmp_path):
     assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
     assert len(rec.losses) == STEPS_PER_EPOCH
 
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    (events,) = (tmp_path / "exp").rglob("events.out.tfevents.*")
-    acc = EventAccumulator(str(events))
-    acc.Reload()
+    acc = tensorboard_log(tmp_path / "exp")
     tags = acc.Tags()["scalars"]
     for tag in ("train_loss", "grad_norm", "train_utts_per_s", "train_audio_s_per_s", "lr_0", "lr_2"):
         assert tag in tags, (tag, tags)
@@ -103,11 +109,7 @@ def test_ctc_warmup_then_transducer_loss(synth_corpus, tmp_path):
                    "mlperf.log_file=false"), [rec])
     assert rec.had_grad == [False] * 3 + [True] * 2  # CTC: no labels enter the prediction net
 
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    (events,) = (tmp_path / "exp").rglob("events.out.tfevents.*")
-    acc = EventAccumulator(str(events))
-    acc.Reload()
+    acc = tensorboard_log(tmp_path / "exp")
     assert [e.step for e in acc.Scalars("train_ctc_warmup_loss")] == [0, 1, 2]
     assert [e.step for e in acc.Scalars("train_loss")] == [3, 4]
     assert all(0 < e.value < float("inf") for e in acc.Scalars("train_ctc_warmup_loss"))
