@@ -58,7 +58,8 @@ def run_constants(cfg: DictConfig, world_size: int) -> dict[str, Any]:
     """The hyperparameter keys of an RNN-T run from the training config (``cfg``: the whole Hydra config)."""
     model, optim, sched = cfg.model, cfg.model.optim, cfg.model.optim.sched
     accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
-    speed = ((model.train_ds.get("augmentor") or {}).get("speed")) or {}
+    augmentor = model.train_ds.get("augmentor") or {}
+    speed = augmentor.get("polyphase_speed") or augmentor.get("speed") or {}
     spec = model.get("spec_augment") or {}
     ema_decay = (cfg.get("ema") or {}).get("decay")
     mlperf = cfg.get("mlperf") or {}

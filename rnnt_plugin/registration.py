@@ -2,7 +2,8 @@
 
 Two NeMo modules hold what the plugin must add to:
 - ``nemo.core.classes.common``: the allow-list of ``_target_`` prefixes (``rnnt_plugin.`` joins it);
-- ``nemo.core.optim``: the optimiser and scheduler registries (``mlperf_lamb``, ``MLPerfLRPolicy`` join them).
+- ``nemo.core.optim``: the optimiser and scheduler registries (``mlperf_lamb``, ``MLPerfLRPolicy`` join them);
+- ``nemo.collections.asr.parts.preprocessing.perturb``: the audio augmentations (``polyphase_speed`` joins them).
 
 :func:`install` registers at once with each of them already imported, and for the others puts a finder on
 ``sys.meta_path`` that registers right after the module has been executed. So ``import rnnt_plugin`` does not
@@ -28,9 +29,16 @@ def _register_optimisation(_: ModuleType) -> None:
     register_with_nemo()
 
 
+def _register_perturbations(perturb: ModuleType) -> None:
+    from rnnt_plugin.data.speed import PolyphaseSpeedPerturbation
+
+    perturb.perturbation_types.setdefault("polyphase_speed", PolyphaseSpeedPerturbation)
+
+
 HOOKS: Dict[str, Callable[[ModuleType], None]] = {
     "nemo.core.classes.common": _allow_target_prefix,
     "nemo.core.optim": _register_optimisation,
+    "nemo.collections.asr.parts.preprocessing.perturb": _register_perturbations,
 }
 
 

@@ -61,13 +61,15 @@ def test_registration_waits_for_nemo_and_quiets_its_startup():
         "from nemo.core.classes import common\n"
         "from nemo.core.optim.lr_scheduler import AVAILABLE_SCHEDULERS\n"
         "from nemo.core.optim.optimizers import AVAILABLE_OPTIMIZERS\n"
+        "from nemo.collections.asr.parts.preprocessing.perturb import perturbation_types\n"
         "print('registered:', 'rnnt_plugin.' in common.ALLOWED_TARGET_PREFIXES,\n"
-        "      'mlperf_lamb' in AVAILABLE_OPTIMIZERS, 'MLPerfLRPolicy' in AVAILABLE_SCHEDULERS)\n"
+        "      'mlperf_lamb' in AVAILABLE_OPTIMIZERS, 'MLPerfLRPolicy' in AVAILABLE_SCHEDULERS,\n"
+        "      'polyphase_speed' in perturbation_types)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "nemo before: False" in out.stdout
-    assert "registered: True True True" in out.stdout
+    assert "registered: True True True True" in out.stdout
     assert "OneLogger" not in out.stderr + out.stdout
     assert "No exporters were provided" not in out.stderr + out.stdout
 

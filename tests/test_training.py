@@ -209,8 +209,8 @@ def test_mlperf_log_has_every_required_key_once(synth_corpus, tmp_path):
 
 
 def test_configured_speed_perturbation_really_resamples(synth_corpus):
-    """NeMo logs a warning and passes the audio through unchanged when the resampler is missing (kaiser_fast
-    needs resampy): the baseline's augmentor must change each utterance's length by its random rate."""
+    """The baseline's augmentor (the plugin's polyphase_speed, registered with NeMo) changes each utterance's
+    length by its random rate."""
     with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
         augmentor = process_augmentations(compose(config_name="baseline_v3-1023sp").model.train_ds.augmentor)
     with open(synth_corpus.manifests["train"]) as f:
