@@ -1,9 +1,12 @@
 """Synthetic corpus: grammar, text, plan (reproducibility, held-out splits) and synthesis into the layout."""
 
+import dataclasses
 import json
 import os
 import random
 
+import librosa
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -81,6 +84,23 @@ def test_commands_plan_is_reproducible_and_holds_out_sentences_voices_and_accent
     assert min(speeds) >= 140 and max(speeds) <= 200 and len(set(speeds)) > 10
 
 
+def test_flite_pitch_is_drawn_for_the_voices_that_take_it_and_changes_the_audio(tmp_path):
+    plan = synth.plan_corpus(400, "commands", seed=3, speed_warp=0.1, flite_f0=(90, 220))
+    drawn = [u.f0 for u in plan if u.voice in synth.FLITE_F0_VOICES]
+    assert drawn and min(drawn) >= 90 and max(drawn) <= 220 and len(set(drawn)) > 10
+    assert all(u.f0 == 0 for u in plan if u.voice not in synth.FLITE_F0_VOICES)  # rms, espeak, held-out slt
+    assert [u.transcript for u in plan] == [u.transcript for u in synth.plan_corpus(400, "commands", seed=3)]
+
+    programs = {"sox": "sox", "flite": "flite"}
+    said = synth.Utterance("1-1-1", "train", "flite:awb", "turn on the kitchen lights", "turn on the kitchen lights")
+    medians = []
+    for f0 in (0, 200):
+        synth.synthesize(dataclasses.replace(said, f0=f0), tmp_path / f"{f0}.flac", programs)
+        audio, rate = sf.read(tmp_path / f"{f0}.flac")
+        medians.append(float(np.median(librosa.yin(audio, fmin=60, fmax=400, sr=rate))))
+    assert medians[0] < 150 and abs(medians[1] - 200) < 25, medians  # awb speaks at ~125 Hz on its own
+
+
 def test_bible_plan():
     plan = synth.plan_corpus(200, "bible", seed=1)
     _check_plan(plan, "bible")
@@ -95,6 +115,8 @@ def test_plan_rejects_bad_arguments():
         synth.plan_corpus(10, voices=["flite:slt"])  # the held-out voice cannot train
     with pytest.raises(ValueError, match="speed_warp"):
         synth.plan_corpus(10, speed_warp=0.7)
+    with pytest.raises(ValueError, match="flite_f0"):
+        synth.plan_corpus(10, flite_f0=(220, 90))
 
 
 def test_missing_engine_is_named(tmp_path, monkeypatch):

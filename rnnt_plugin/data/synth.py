@@ -5,8 +5,9 @@ Usage:
     python -m rnnt_plugin.data.synth /tmp/kjv --utterances 500 --domain bible --speed-warp 0.1
 
 Voices: espeak-ng accents x variants (formant synthesis, random speed 140-200 wpm and pitch 30-70 per
-utterance) and the flite voices kal, kal16, awb, rms (random duration stretch 0.85-1.15). Every utterance can
-also get a sox ``speed`` warp (formants, pitch and tempo together). Output is 16 kHz mono 16-bit FLAC:
+utterance) and the flite voices kal, kal16, awb, rms (random duration stretch 0.85-1.15; optionally a random
+mean pitch for kal, kal16 and awb, whose F0 flite can set: male voices that also speak at female pitch). Every
+utterance can also get a sox ``speed`` warp (formants, pitch and tempo together). Output is 16 kHz mono 16-bit FLAC:
 
     OUT_DIR/<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac
     OUT_DIR/<split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt    ("<utt id> <UPPER-CASE TEXT>" lines)
@@ -50,6 +51,7 @@ FLITE_SHARE = 0.4  # share of training utterances spoken by flite (natural voice
 ESPEAK_SPEED_WPM = (140, 200)
 ESPEAK_PITCH = (30, 70)
 FLITE_STRETCH = (0.85, 1.15)
+FLITE_F0_VOICES = ("flite:kal", "flite:kal16", "flite:awb")  # honour int_f0_target_mean (rms ignores it)
 CHAPTER_OF_SPLIT = {split: 100 + i for i, split in enumerate(SPLITS)}  # keeps utterance ids unique
 
 
@@ -76,6 +78,7 @@ class Utterance:
     speed: int = 0  # espeak words per minute
     pitch: int = 0  # espeak pitch 0-99
     stretch: float = 1.0  # flite duration_stretch
+    f0: int = 0  # flite int_f0_target_mean in Hz; 0: the voice's own
     warp: float = 1.0  # sox speed factor
 
     @property
@@ -156,17 +159,22 @@ def _draw_bible(rng: random.Random, n_train: int, n_dev: int, n_test: int) -> tu
 
 
 def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits: dict | None = None,
-                voices: list[str] | None = None, speed_warp: float = 0.0) -> list[Utterance]:
+                voices: list[str] | None = None, speed_warp: float = 0.0,
+                flite_f0: tuple[int, int] | None = None) -> list[Utterance]:
     """Every utterance of the corpus, drawn from ``seed`` alone (same arguments -> same plan).
 
     ``splits`` maps split names to relative weights (default 0.8 train, 0.05 each other split);
     ``voices`` restricts the training voices (names from ``VOICES``, e.g. "espeak:en-us+m3", "flite:kal");
-    ``speed_warp`` w gives each utterance a sox speed factor drawn from [1 - w, 1 + w].
+    ``speed_warp`` w gives each utterance a sox speed factor drawn from [1 - w, 1 + w];
+    ``flite_f0`` (lo, hi) gives each utterance of a voice in ``FLITE_F0_VOICES`` a mean pitch drawn from
+    [lo, hi] Hz (the held-out voice keeps its own).
     """
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
     if not 0.0 <= speed_warp < 0.5:
         raise ValueError(f"speed_warp must be in [0, 0.5), got {speed_warp}")
+    if flite_f0 is not None and not 40 <= flite_f0[0] <= flite_f0[1] <= 400:
+        raise ValueError(f"flite_f0 must be (lo, hi) Hz with 40 <= lo <= hi <= 400, got {flite_f0}")
     train_voices = sorted(set(voices)) if voices else list(TRAIN_VOICES)  # order-free, as the saved config
     bad = [v for v in train_voices if v not in TRAIN_VOICES]
     if bad:
@@ -195,6 +203,8 @@ def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits
             next_index[speaker, chapter] += 1
             params = (dict(speed=rng.randint(*ESPEAK_SPEED_WPM), pitch=rng.randint(*ESPEAK_PITCH))
                       if voice.startswith("espeak:") else dict(stretch=round(rng.uniform(*FLITE_STRETCH), 3)))
+            if flite_f0 and voice in FLITE_F0_VOICES:
+                params["f0"] = rng.randint(*flite_f0)
             warp = round(rng.uniform(1 - speed_warp, 1 + speed_warp), 3) if speed_warp else 1.0
             plan.append(Utterance(f"{speaker}-{chapter}-{index:04d}", split, voice, spoken, transcript,
                                   warp=warp, **params))
@@ -207,8 +217,9 @@ def _engine_command(utt: Utterance, programs: dict[str, str]) -> list[str]:
     if engine == "espeak":
         return [programs["espeak-ng"], "-v", name, "-s", str(utt.speed), "-p", str(utt.pitch), "--stdout",
                 "--stdin"]
-    return [programs["flite"], "-voice", name, "--setf", f"duration_stretch={utt.stretch}", "-t", utt.spoken,
-            "-o", "/dev/stdout"]  # flite hangs on text from a stdin pipe
+    pitch = ["--setf", f"int_f0_target_mean={utt.f0}"] if utt.f0 else []
+    return [programs["flite"], "-voice", name, "--setf", f"duration_stretch={utt.stretch}", *pitch,
+            "-t", utt.spoken, "-o", "/dev/stdout"]  # flite hangs on text from a stdin pipe
 
 
 def synthesize(utt: Utterance, path: Path, programs: dict[str, str]) -> None:
@@ -239,7 +250,8 @@ def _programs(plan: list[Utterance]) -> dict[str, str]:
 
 def generate_corpus(out_dir: str | Path, utterances: int, domain: str = "commands", seed: int = 0,
                     jobs: int = 2, splits: dict | None = None, voices: list[str] | None = None,
-                    speed_warp: float = 0.0, progress: bool = True) -> CorpusResult:
+                    speed_warp: float = 0.0, flite_f0: tuple[int, int] | None = None,
+                    progress: bool = True) -> CorpusResult:
     """Synthesise the corpus planned by ``plan_corpus`` into ``out_dir`` (LibriSpeech layout).
 
     Re-running with the same arguments reuses the FLAC files already there; other arguments on the same
@@ -250,11 +262,12 @@ def generate_corpus(out_dir: str | Path, utterances: int, domain: str = "command
     start = time.perf_counter()
     root = Path(out_dir)
     config = dict(utterances=utterances, domain=domain, seed=seed, splits=dict(splits or DEFAULT_FRACTIONS),
-                  voices=sorted(voices) if voices else None, speed_warp=speed_warp)
+                  voices=sorted(voices) if voices else None, speed_warp=speed_warp,
+                  flite_f0=list(flite_f0) if flite_f0 else None)
     config_path = root / "synth_config.json"
     if config_path.exists() and json.loads(config_path.read_text()) != config:
         raise ValueError(f"out_dir {root} holds a corpus made with other arguments ({config_path}); use a new one")
-    plan = plan_corpus(utterances, domain, seed, splits, voices, speed_warp)
+    plan = plan_corpus(utterances, domain, seed, splits, voices, speed_warp, flite_f0)
     programs = _programs(plan)
     fileio.write_json(config_path, config)
 
@@ -289,6 +302,15 @@ def _parse_splits(arg: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError(f"--splits wants NAME=FRACTION,..., got {arg!r}") from None
 
 
+def _parse_range(arg: str) -> tuple[int, int]:
+    """"80,220" -> (80, 220)."""
+    try:
+        lo, hi = (int(v) for v in arg.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--flite-f0 wants LO,HI in Hz, got {arg!r}") from None
+    return lo, hi
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
@@ -301,9 +323,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--voices", default=None,
                         help="comma-separated training voices, e.g. espeak:en-us+m3,flite:kal")
     parser.add_argument("--speed-warp", type=float, default=0.0, help="sox speed factor drawn from [1-w, 1+w]")
+    parser.add_argument("--flite-f0", type=_parse_range, default=None,
+                        help="LO,HI: mean pitch in Hz drawn per utterance of flite kal, kal16 and awb")
     args = parser.parse_args(argv)
     result = generate_corpus(args.out_dir, args.utterances, args.domain, args.seed, args.jobs, args.splits,
-                             args.voices.split(",") if args.voices else None, args.speed_warp)
+                             args.voices.split(",") if args.voices else None, args.speed_warp, args.flite_f0)
     print(json.dumps({"root": str(result.root), "counts": result.counts, "synthesized": result.synthesized,
                       "reused": result.reused, "seconds": round(result.seconds, 1)}))
 
