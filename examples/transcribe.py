@@ -7,6 +7,7 @@ Usage:
     python examples/transcribe.py --model model.nemo --manifest DATA/manifests/test.json --output hyps.json
     python examples/transcribe.py --model exported/ DATA/test-sentences
     python examples/transcribe.py --model model.nemo --stream 0.96 a.wav   # partial text every 0.96 s of audio
+    python examples/transcribe.py --model model.nemo --timestamps a.wav --output words.json
 """
 
 import argparse
@@ -19,7 +20,7 @@ import soundfile
 import rnnt_plugin  # noqa: F401  (registers the plugin with NeMo)
 from rnnt_plugin.decoding.onnx_greedy import OnnxTranscriber
 from rnnt_plugin.decoding.streaming import print_stream
-from rnnt_plugin.evaluation import read_manifest, transcribe_files
+from rnnt_plugin.evaluation import read_manifest, transcribe_files, transcribe_with_timestamps
 from rnnt_plugin.models import load_model
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -45,27 +46,30 @@ def main():
                         help=".nemo archive, .ckpt training checkpoint or ONNX export directory (examples/export.py)")
     parser.add_argument("audio", nargs="*", help="audio files or directories")
     parser.add_argument("--manifest", help="NeMo JSON-lines manifest of audio to transcribe")
-    parser.add_argument("--output", help="write JSON lines {audio_filepath, pred_text} here")
+    parser.add_argument("--output", help="write JSON lines {audio_filepath, pred_text[, words]} here")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--no-dither", action="store_true",
                         help="featurize without dither (.nemo/.ckpt; an ONNX export's dither is fixed when exported, "
                              "examples/export.py --no-dither)")
     parser.add_argument("--stream", type=float, metavar="SECONDS",
                         help="stream each file in chunks of SECONDS (.nemo/.ckpt model), printing partial text")
+    parser.add_argument("--timestamps", action="store_true",
+                        help="word start and end times in seconds from the greedy alignment (.nemo/.ckpt model): "
+                             "printed, and as words [{word, start, end}] in --output")
     args = parser.parse_args()
 
     audio = collect_audio(args.audio, args.manifest)
     if not audio:
         parser.error("no audio given")
     if Path(args.model).is_dir():
-        if args.stream:
-            parser.error("--stream needs a .nemo or .ckpt model")
+        if args.stream or args.timestamps:
+            parser.error("--stream and --timestamps need a .nemo or .ckpt model")
         transcriber = OnnxTranscriber(args.model)
         if args.no_dither and transcriber.config.dither > 0:
             parser.error(f"--no-dither: {args.model} was exported with dither {transcriber.config.dither}; "
                          "export with --no-dither")
         start = time.perf_counter()
-        texts = transcriber.transcribe(audio, args.batch_size)
+        results = [{"pred_text": text} for text in transcriber.transcribe(audio, args.batch_size)]
     else:
         model = load_model(args.model)
         if args.no_dither:
@@ -74,15 +78,20 @@ def main():
             print_stream(model, audio, args.stream)
             return
         start = time.perf_counter()
-        texts = transcribe_files(model, audio, args.batch_size)
+        if args.timestamps:
+            results = transcribe_with_timestamps(model, audio, args.batch_size)
+        else:
+            results = [{"pred_text": text} for text in transcribe_files(model, audio, args.batch_size)]
     seconds = time.perf_counter() - start
     audio_seconds = sum(soundfile.info(path).duration for path in audio)
-    for path, text in zip(audio, texts):
-        print(f"{path}\t{text}")
+    for path, result in zip(audio, results):
+        print(f"{path}\t{result['pred_text']}")
+        if "words" in result:
+            print("\t" + " ".join(f"{w['word']}[{w['start']:.2f}-{w['end']:.2f}]" for w in result["words"]))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
-            for path, text in zip(audio, texts):
-                f.write(json.dumps({"audio_filepath": path, "pred_text": text}) + "\n")
+            for path, result in zip(audio, results):
+                f.write(json.dumps({"audio_filepath": path, **result}) + "\n")
     print(f"{len(audio)} files, {audio_seconds:.1f} s of audio in {seconds:.1f} s: RTFx {audio_seconds / seconds:.1f}")
 
 

@@ -1,4 +1,5 @@
-"""The CPU demo: synthetic corpus -> preparation -> training -> evaluation -> .nemo -> transcription -> ONNX.
+"""The CPU demo: synthetic corpus -> preparation -> training -> evaluation -> .nemo -> transcription -> word times
+-> ONNX.
 
 Evaluation dithers the audio (1e-5) as the MLPerf reference does: the synthetic audio has digitally silent
 stretches, whose log-mel features only the dither keeps alike between training and inference. The .nemo and the
@@ -110,10 +111,51 @@ def dithered_copies(paths, out_dir: Path, seed: int, dither: float = 1e-5) -> li
     return copies
 
 
+def timed_test_sentences(manifest: Path, out_dir: Path, count: int = 20) -> list:
+    """The first ``count`` held-out test sentences spoken by the training voice flite awb, with the time of each
+    word from flite's own segment times, as float WAVs in ``out_dir``: [(path, text, [(start, end) per word])]."""
+    import soundfile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    texts = [json.loads(line)["text"] for line in open(manifest)][:count]
+    made = []
+    for i, text in enumerate(texts):
+        try:
+            audio, spans = synth.timed_sentence(text, "flite:awb")
+        except ValueError:  # a word pronounced differently in context: its time is unknown
+            continue
+        path = out_dir / f"timed-{i:02d}.wav"
+        soundfile.write(path, audio, synth.SAMPLE_RATE, subtype="FLOAT")
+        made.append((path, text, spans))
+    return made
+
+
+def timestamp_errors(timed: list, transcribed: Path) -> dict:
+    """How far the model's word times (transcribe.py --timestamps) are from where the words were spoken, on the
+    utterances it transcribed right: median of (model - spoken) and 90th percentile of |model - spoken| for the
+    starts and the ends, in seconds (positive: the model is late)."""
+    import numpy as np
+
+    starts, ends, right = [], [], 0
+    for (_, text, spans), line in zip(timed, open(transcribed)):
+        words = json.loads(line)["words"]
+        if [w["word"] for w in words] != text.split():
+            continue
+        right += 1
+        starts += [w["start"] - s for w, (s, _) in zip(words, spans)]
+        ends += [w["end"] - e for w, (_, e) in zip(words, spans)]
+    summary = {"utterances": len(timed), "transcribed_right": right, "words": len(starts)}
+    for name, offsets in (("start", starts), ("end", ends)):
+        if offsets:
+            summary[f"{name}_offset_s_median"] = round(float(np.median(offsets)), 3)
+            summary[f"{name}_abs_offset_s_p90"] = round(float(np.percentile(np.abs(offsets), 90)), 3)
+    return summary
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(REPO / "demo_output"), help="output directory (reused on re-runs)")
-    parser.add_argument("--utterances", type=int, default=4000, help="synthetic corpus size, all splits")
+    parser.add_argument("--utterances", type=int, default=6000, help="synthetic corpus size, all splits")
     parser.add_argument("--train-minutes", type=float, default=18.0, help="training time budget")
     parser.add_argument("--epochs", type=int, default=30, help="epochs, if the time budget allows them")
     parser.add_argument("--vocab-size", type=int, default=256)
@@ -136,9 +178,8 @@ def main():
     corpus = out / "corpus"
     stage("corpus")
     fractions = {"train": 0.85, "dev": 0.03, "test-sentences": 0.04, "test-voice": 0.04, "test-accent": 0.04}
-    # flite's male voices also speak at female pitch: the held-out voice (slt) is female
     synth.generate_corpus(corpus, args.utterances, domain="commands", seed=args.seed, jobs=args.jobs,
-                          splits=fractions, speed_warp=0.1, flite_f0=(90, 220))
+                          splits=fractions, speed_warp=0.1)
     done("corpus")
 
     stage("prepare")
@@ -182,6 +223,13 @@ def main():
          out / "transcribed.json"], out / "transcribe.log")
     done("transcribe")
 
+    stage("timestamps")
+    timed = timed_test_sentences(manifests["test-sentences"], out / "timed")
+    run([py, "examples/transcribe.py", "--model", model, "--timestamps", *[p for p, _, _ in timed], "--output",
+         out / "timestamps.json"], out / "timestamps.log")
+    timestamps = timestamp_errors(timed, out / "timestamps.json")
+    done("timestamps")
+
     stage("export")
     onnx_dir = out / "onnx"
     if not (onnx_dir / "deployment.json").exists():
@@ -198,6 +246,7 @@ def main():
         "total_minutes": round((time.perf_counter() - start) / 60, 2),
         "stage_minutes": {k: v for k, v in times.items()},
         "onnx_text_equal": texts[0] == texts[1],
+        "word_timestamps": timestamps,
         "utterances": args.utterances,
         "model": str(model),
         "training_curve": str(out / "training_curve.png"),
@@ -208,6 +257,10 @@ def main():
     for split, key in TEST_SPLITS.items():
         print(f"{split + ' (' + key + ')':<38}{100 * wers[key]:>8.1f}")
     print("minutes per stage: " + ", ".join(f"{k} {v}" for k, v in times.items()))
+    if timestamps.get("words"):
+        print(f"word times on {timestamps['transcribed_right']}/{timestamps['utterances']} timed test sentences "
+              f"transcribed right: median offset start {timestamps['start_offset_s_median']} s, "
+              f"end {timestamps['end_offset_s_median']} s (model - spoken)")
     print(f"ONNX (onnxruntime) text equals the .nemo's on {len(samples)} files: {summary['onnx_text_equal']}")
     print(f"files: {out} (summary.json, model.nemo, onnx/, training_curve.png, predictions/, *.log)")
 

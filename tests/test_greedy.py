@@ -8,18 +8,15 @@ is lowered until it emits 1-3 labels per frame.
 """
 
 import functools
-import io
 import json
-import subprocess
 
 import jiwer
-import numpy as np
 import pytest
-import scipy.signal
 import soundfile as sf
 import torch
 from omegaconf import open_dict
 
+from rnnt_plugin.data import synth
 from rnnt_plugin.decoding.greedy import PLUGIN_GREEDY_STRATEGY, GreedyNet, PluginGreedyRNNTInfer, greedy_search
 from rnnt_plugin.models import MLPerfRNNTModel
 from small_model import build_small_model
@@ -39,24 +36,6 @@ def build_model(tokenizer_dir, strategy=PLUGIN_GREEDY_STRATEGY, hidden=(160, 128
                              f"model.model_defaults.joint_hidden={hidden[2]}", f"model.decoding.strategy={strategy}")
 
 
-def espeak_words(sentence: str) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """Each word spoken alone by espeak-ng (en-us+m3), trimmed, joined by GAP_SECONDS of silence.
-
-    Returns 16 kHz audio (S,) float32 and each word's (start, end) in seconds."""
-    gap = np.zeros(int(GAP_SECONDS * SAMPLE_RATE), dtype=np.float32)
-    pieces, spans, at = [gap], [], len(gap)
-    for word in sentence.split():
-        wav = subprocess.run(["espeak-ng", "-v", "en-us+m3", "--stdout", word], capture_output=True, check=True)
-        x, rate = sf.read(io.BytesIO(wav.stdout), dtype="float32")
-        x = scipy.signal.resample_poly(x, SAMPLE_RATE // 100, rate // 100).astype(np.float32)  # 22050 -> 16000
-        loud = np.nonzero(np.abs(x) > 0.02 * np.abs(x).max())[0]
-        x = x[loud[0] : loud[-1] + 1]
-        spans.append((at / SAMPLE_RATE, (at + len(x)) / SAMPLE_RATE))
-        pieces += [x, gap]
-        at += len(x) + len(gap)
-    return np.concatenate(pieces), spans
-
-
 @functools.lru_cache(maxsize=None)
 def trained_model(tokenizer_dir: str, train_manifest: str):
     """(model, utterances): the tiny model after TRAIN_STEPS full-batch Adam steps; utterances are
@@ -64,7 +43,7 @@ def trained_model(tokenizer_dir: str, train_manifest: str):
     rows = [json.loads(line) for line in open(train_manifest, encoding="utf-8")][:TRAIN_UTTERANCES]
     utterances = [(sf.read(r["audio_filepath"], dtype="float32")[0], r["text"], None) for r in rows]
     for sentence in SPACED_SENTENCES:
-        audio, spans = espeak_words(sentence)
+        audio, spans = synth.spaced_words(sentence, "espeak:en-us+m3", GAP_SECONDS)
         utterances += [(audio, sentence, spans)] * 2  # twice: the words-apart style is harder to learn
     model = build_model(tokenizer_dir)
     audio = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(u[0]) for u in utterances], batch_first=True)

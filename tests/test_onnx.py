@@ -219,6 +219,27 @@ def test_transcribe_no_dither_refuses_a_dithered_export(deployed, tmp_path, monk
     assert "exported with dither 1e-05; export with --no-dither" in capsys.readouterr().err
 
 
+def test_transcribe_timestamps_output(deployed, tmp_path, monkeypatch, capsys):
+    """--timestamps: the same text, each line followed by word[start-end], and the words in the JSON output match
+    the text with increasing, 60 ms-frame times; an export directory is refused (no alignment there)."""
+    paths, output = deployed.test_audio[:3], tmp_path / "words.json"
+    printed = _run_script("transcribe.py", ["--model", str(deployed.nemo_path), "--timestamps", *paths,
+                                            "--output", str(output)], monkeypatch, capsys).splitlines()
+    assert printed[0:6:2] == [f"{path}\t{text}" for path, text in zip(paths, deployed.texts)]
+    records = [json.loads(line) for line in open(output)]
+    assert [r["pred_text"] for r in records] == deployed.texts[:3]
+    for record, line in zip(records, printed[1:6:2]):
+        words = record["words"]
+        assert [w["word"] for w in words] == record["pred_text"].split()
+        assert line == "\t" + " ".join(f"{w['word']}[{w['start']:.2f}-{w['end']:.2f}]" for w in words)
+        for w in words:
+            assert 0 <= w["start"] < w["end"] and abs(w["start"] / 0.06 - round(w["start"] / 0.06)) < 1e-6
+        assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+    with pytest.raises(SystemExit):
+        _run_script("transcribe.py", ["--model", str(tmp_path), "--timestamps", paths[0]], monkeypatch, capsys)
+    assert "--timestamps need a .nemo or .ckpt model" in capsys.readouterr().err
+
+
 def test_torchscript_export(deployed, tmp_path):
     """--format torchscript: the same three networks as TorchScript, matching the model; no decoding loop."""
     model = deployed.model

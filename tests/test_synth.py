@@ -1,11 +1,9 @@
 """Synthetic corpus: grammar, text, plan (reproducibility, held-out splits) and synthesis into the layout."""
 
-import dataclasses
 import json
 import os
 import random
 
-import librosa
 import numpy as np
 import pytest
 import soundfile as sf
@@ -84,23 +82,6 @@ def test_commands_plan_is_reproducible_and_holds_out_sentences_voices_and_accent
     assert min(speeds) >= 140 and max(speeds) <= 200 and len(set(speeds)) > 10
 
 
-def test_flite_pitch_is_drawn_for_the_voices_that_take_it_and_changes_the_audio(tmp_path):
-    plan = synth.plan_corpus(400, "commands", seed=3, speed_warp=0.1, flite_f0=(90, 220))
-    drawn = [u.f0 for u in plan if u.voice in synth.FLITE_F0_VOICES]
-    assert drawn and min(drawn) >= 90 and max(drawn) <= 220 and len(set(drawn)) > 10
-    assert all(u.f0 == 0 for u in plan if u.voice not in synth.FLITE_F0_VOICES)  # rms, espeak, held-out slt
-    assert [u.transcript for u in plan] == [u.transcript for u in synth.plan_corpus(400, "commands", seed=3)]
-
-    programs = {"sox": "sox", "flite": "flite"}
-    said = synth.Utterance("1-1-1", "train", "flite:awb", "turn on the kitchen lights", "turn on the kitchen lights")
-    medians = []
-    for f0 in (0, 200):
-        synth.synthesize(dataclasses.replace(said, f0=f0), tmp_path / f"{f0}.flac", programs)
-        audio, rate = sf.read(tmp_path / f"{f0}.flac")
-        medians.append(float(np.median(librosa.yin(audio, fmin=60, fmax=400, sr=rate))))
-    assert medians[0] < 150 and abs(medians[1] - 200) < 25, medians  # awb speaks at ~125 Hz on its own
-
-
 def test_bible_plan():
     plan = synth.plan_corpus(200, "bible", seed=1)
     _check_plan(plan, "bible")
@@ -115,8 +96,6 @@ def test_plan_rejects_bad_arguments():
         synth.plan_corpus(10, voices=["flite:slt"])  # the held-out voice cannot train
     with pytest.raises(ValueError, match="speed_warp"):
         synth.plan_corpus(10, speed_warp=0.7)
-    with pytest.raises(ValueError, match="flite_f0"):
-        synth.plan_corpus(10, flite_f0=(220, 90))
 
 
 def test_missing_engine_is_named(tmp_path, monkeypatch):
@@ -187,3 +166,29 @@ def test_plan_ignores_the_order_of_splits_and_voices():
     b = synth.plan_corpus(23, seed=1, splits={"test-voice": 1, "dev": 1, "train": 3},
                           voices=["espeak:en-us+m1", "flite:awb", "flite:kal"])
     assert a == b
+
+
+def test_spaced_words_mark_where_each_word_is_spoken():
+    audio, spans = synth.spaced_words("turn the lights on", "flite:kal", gap_seconds=0.2)
+    assert audio.dtype == np.float32 and len(spans) == 4
+    rate = synth.SAMPLE_RATE
+    assert spans[0][0] == pytest.approx(0.2) and len(audio) / rate == pytest.approx(spans[-1][1] + 0.2, abs=1e-4)
+    for (start, end), (next_start, _) in zip(spans, spans[1:] + [(len(audio) / rate, None)]):
+        assert 0.05 < end - start < 1.0 and next_start - end == pytest.approx(0.2, abs=1e-4)
+        word = audio[round(start * rate): round(end * rate)]
+        assert np.abs(word[:10]).max() > 0 and np.abs(word[-10:]).max() > 0  # trimmed to the sound
+        assert not audio[round(end * rate) + 1: round((end + 0.2) * rate) - 1].any()  # silence between
+    with pytest.raises(ValueError, match="voice"):
+        synth.spaced_words("hello", "festival:kal")
+
+
+def test_timed_sentence_places_each_word_where_flite_says():
+    audio, spans = synth.timed_sentence("turn off the fan in the bedroom", "flite:awb")
+    assert audio.dtype == np.float32 and len(spans) == 7
+    assert all(a < b for a, b in spans) and all(b == c for (_, b), (c, _) in zip(spans, spans[1:]))
+    assert 0.1 < spans[0][0] and spans[-1][1] < len(audio) / synth.SAMPLE_RATE  # pauses before and after
+    rate = synth.SAMPLE_RATE
+    loud = np.nonzero(np.abs(audio) > 0.05 * np.abs(audio).max())[0] / rate
+    assert abs(loud[0] - spans[0][0]) < 0.05 and abs(loud[-1] - spans[-1][1]) < 0.1  # times match the audio
+    with pytest.raises(ValueError, match="voice"):
+        synth.timed_sentence("turn off the fan", "flite:kal")  # diphone voice: times do not match its audio

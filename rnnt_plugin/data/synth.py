@@ -5,9 +5,8 @@ Usage:
     python -m rnnt_plugin.data.synth /tmp/kjv --utterances 500 --domain bible --speed-warp 0.1
 
 Voices: espeak-ng accents x variants (formant synthesis, random speed 140-200 wpm and pitch 30-70 per
-utterance) and the flite voices kal, kal16, awb, rms (random duration stretch 0.85-1.15; optionally a random
-mean pitch for kal, kal16 and awb, whose F0 flite can set: male voices that also speak at female pitch). Every
-utterance can also get a sox ``speed`` warp (formants, pitch and tempo together). Output is 16 kHz mono 16-bit FLAC:
+utterance) and the flite voices kal, kal16, awb, rms (random duration stretch 0.85-1.15). Every utterance can
+also get a sox ``speed`` warp (formants, pitch and tempo together). Output is 16 kHz mono 16-bit FLAC:
 
     OUT_DIR/<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac
     OUT_DIR/<split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt    ("<utt id> <UPPER-CASE TEXT>" lines)
@@ -33,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from rnnt_plugin.data import fileio, grammar, text
 
 SAMPLE_RATE = 16000  # Hz, as LibriSpeech
@@ -46,12 +47,12 @@ ESPEAK_VARIANTS = tuple(f"m{i}" for i in range(1, 9)) + tuple(f"f{i}" for i in r
 HELDOUT_ACCENT = "en-029"  # Caribbean English: only in test-accent
 FLITE_VOICES = ("kal", "kal16", "awb", "rms")
 HELDOUT_FLITE_VOICE = "slt"  # the only natural female voice: only in test-voice
+TIMED_FLITE_VOICES = ("flite:awb", "flite:rms", "flite:slt")  # whose printed segment times match their audio
 FLITE_SHARE = 0.4  # share of training utterances spoken by flite (natural voices generalise better)
 
 ESPEAK_SPEED_WPM = (140, 200)
 ESPEAK_PITCH = (30, 70)
 FLITE_STRETCH = (0.85, 1.15)
-FLITE_F0_VOICES = ("flite:kal", "flite:kal16", "flite:awb")  # honour int_f0_target_mean (rms ignores it)
 CHAPTER_OF_SPLIT = {split: 100 + i for i, split in enumerate(SPLITS)}  # keeps utterance ids unique
 
 
@@ -78,7 +79,6 @@ class Utterance:
     speed: int = 0  # espeak words per minute
     pitch: int = 0  # espeak pitch 0-99
     stretch: float = 1.0  # flite duration_stretch
-    f0: int = 0  # flite int_f0_target_mean in Hz; 0: the voice's own
     warp: float = 1.0  # sox speed factor
 
     @property
@@ -159,22 +159,17 @@ def _draw_bible(rng: random.Random, n_train: int, n_dev: int, n_test: int) -> tu
 
 
 def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits: dict | None = None,
-                voices: list[str] | None = None, speed_warp: float = 0.0,
-                flite_f0: tuple[int, int] | None = None) -> list[Utterance]:
+                voices: list[str] | None = None, speed_warp: float = 0.0) -> list[Utterance]:
     """Every utterance of the corpus, drawn from ``seed`` alone (same arguments -> same plan).
 
     ``splits`` maps split names to relative weights (default 0.8 train, 0.05 each other split);
     ``voices`` restricts the training voices (names from ``VOICES``, e.g. "espeak:en-us+m3", "flite:kal");
-    ``speed_warp`` w gives each utterance a sox speed factor drawn from [1 - w, 1 + w];
-    ``flite_f0`` (lo, hi) gives each utterance of a voice in ``FLITE_F0_VOICES`` a mean pitch drawn from
-    [lo, hi] Hz (the held-out voice keeps its own).
+    ``speed_warp`` w gives each utterance a sox speed factor drawn from [1 - w, 1 + w].
     """
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
     if not 0.0 <= speed_warp < 0.5:
         raise ValueError(f"speed_warp must be in [0, 0.5), got {speed_warp}")
-    if flite_f0 is not None and not 40 <= flite_f0[0] <= flite_f0[1] <= 400:
-        raise ValueError(f"flite_f0 must be (lo, hi) Hz with 40 <= lo <= hi <= 400, got {flite_f0}")
     train_voices = sorted(set(voices)) if voices else list(TRAIN_VOICES)  # order-free, as the saved config
     bad = [v for v in train_voices if v not in TRAIN_VOICES]
     if bad:
@@ -203,8 +198,6 @@ def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits
             next_index[speaker, chapter] += 1
             params = (dict(speed=rng.randint(*ESPEAK_SPEED_WPM), pitch=rng.randint(*ESPEAK_PITCH))
                       if voice.startswith("espeak:") else dict(stretch=round(rng.uniform(*FLITE_STRETCH), 3)))
-            if flite_f0 and voice in FLITE_F0_VOICES:
-                params["f0"] = rng.randint(*flite_f0)
             warp = round(rng.uniform(1 - speed_warp, 1 + speed_warp), 3) if speed_warp else 1.0
             plan.append(Utterance(f"{speaker}-{chapter}-{index:04d}", split, voice, spoken, transcript,
                                   warp=warp, **params))
@@ -217,9 +210,8 @@ def _engine_command(utt: Utterance, programs: dict[str, str]) -> list[str]:
     if engine == "espeak":
         return [programs["espeak-ng"], "-v", name, "-s", str(utt.speed), "-p", str(utt.pitch), "--stdout",
                 "--stdin"]
-    pitch = ["--setf", f"int_f0_target_mean={utt.f0}"] if utt.f0 else []
-    return [programs["flite"], "-voice", name, "--setf", f"duration_stretch={utt.stretch}", *pitch,
-            "-t", utt.spoken, "-o", "/dev/stdout"]  # flite hangs on text from a stdin pipe
+    return [programs["flite"], "-voice", name, "--setf", f"duration_stretch={utt.stretch}", "-t", utt.spoken,
+            "-o", "/dev/stdout"]  # flite hangs on text from a stdin pipe
 
 
 def synthesize(utt: Utterance, path: Path, programs: dict[str, str]) -> None:
@@ -238,6 +230,68 @@ def synthesize(utt: Utterance, path: Path, programs: dict[str, str]) -> None:
             raise RuntimeError(f"sox failed on {utt.utt_id}: {converted.stderr.decode()[-500:]}")
 
 
+def spaced_words(sentence: str, voice: str = "espeak:en-us+m3", gap_seconds: float = 0.25,
+                 programs: dict[str, str] | None = None) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """``sentence`` with each word spoken alone by ``voice`` (a name of ``VOICES``), trimmed to where it is
+    louder than 2% of its peak, between ``gap_seconds`` of silence: speech whose word boundaries are known.
+
+    Returns 16 kHz audio (S,) float32 and each word's (start, end) in seconds."""
+    if voice not in VOICES:
+        raise ValueError(f"voice must be one of synth.VOICES such as 'espeak:en-us+m3', got {voice!r}")
+    plan = [Utterance("0-0-0", "train", voice, word, word, speed=175, pitch=50) for word in sentence.split()]
+    programs = programs or _programs(plan)
+    gap = np.zeros(round(gap_seconds * SAMPLE_RATE), dtype=np.float32)
+    pieces, spans, at = [gap], [], len(gap)
+    for utt in plan:
+        engine = subprocess.run(_engine_command(utt, programs), input=utt.spoken.encode(), capture_output=True,
+                                check=True)
+        raw = subprocess.run([programs["sox"], "-q", "-D", "-t", "wav", "-", "-t", "f32", "-r", str(SAMPLE_RATE),
+                              "-c", "1", "-"], input=engine.stdout, capture_output=True, check=True).stdout
+        word = np.frombuffer(raw, dtype=np.float32)
+        loud = np.nonzero(np.abs(word) > 0.02 * np.abs(word).max())[0]
+        word = word[loud[0]: loud[-1] + 1]
+        spans.append((at / SAMPLE_RATE, (at + len(word)) / SAMPLE_RATE))
+        pieces += [word, gap]
+        at += len(word) + len(gap)
+    return np.concatenate(pieces), spans
+
+
+def timed_sentence(sentence: str, voice: str = "flite:awb",
+                   programs: dict[str, str] | None = None) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """``sentence`` spoken as one utterance by a flite ``voice``, with where each word is: flite prints the end
+    time of every segment (``-psdur``); each word's segments are counted by speaking it alone (``-ps``). Only
+    the statistical voices (``TIMED_FLITE_VOICES``): the diphone voices' waveforms run ~15% shorter than the times.
+
+    Returns 16 kHz audio (S,) float32 and each word's (start, end) in seconds; ValueError if the sentence's
+    segments do not add up to its words' (a pronunciation that changes in context)."""
+    if voice not in TIMED_FLITE_VOICES:
+        raise ValueError(f"voice must be one of {TIMED_FLITE_VOICES}, got {voice!r}")
+    programs = programs or _programs([Utterance("0-0-0", "train", voice, sentence, sentence)])
+    name = voice.split(":")[1]
+
+    def segments(text: str, option: str) -> list[str]:
+        printed = subprocess.run([programs["flite"], "-voice", name, option, "-t", text, "-o", "/dev/null"],
+                                 capture_output=True, text=True, check=True).stdout
+        return printed.split()
+
+    timed = [seg.rsplit(":", 1) for seg in segments(sentence, "-psdur")]  # ["t", "0.328"]: t ends at 0.328 s
+    spoken = [i for i, (seg, _) in enumerate(timed) if seg != "pau"]
+    counts = [sum(seg != "pau" for seg in segments(word, "-ps")) for word in sentence.split()]
+    if sum(counts) != len(spoken) or not spoken or spoken[0] == 0:
+        raise ValueError(f"flite {name} speaks {sentence!r} with {len(spoken)} segments, its words alone with "
+                         f"{sum(counts)}")
+    spans, first = [], 0
+    for count in counts:
+        begin, last = spoken[first], spoken[first + count - 1]
+        spans.append((float(timed[begin - 1][1]), float(timed[last][1])))
+        first += count
+    wav = subprocess.run(_engine_command(Utterance("0-0-0", "train", voice, sentence, sentence), programs),
+                         capture_output=True, check=True).stdout
+    raw = subprocess.run([programs["sox"], "-q", "-D", "-t", "wav", "-", "-t", "f32", "-r", str(SAMPLE_RATE),
+                          "-c", "1", "-"], input=wav, capture_output=True, check=True).stdout
+    return np.frombuffer(raw, dtype=np.float32).copy(), spans
+
+
 def _programs(plan: list[Utterance]) -> dict[str, str]:
     """Paths of the programs the plan needs; RuntimeError naming the first one missing."""
     needed = {"sox": "sox"}
@@ -250,8 +304,7 @@ def _programs(plan: list[Utterance]) -> dict[str, str]:
 
 def generate_corpus(out_dir: str | Path, utterances: int, domain: str = "commands", seed: int = 0,
                     jobs: int = 2, splits: dict | None = None, voices: list[str] | None = None,
-                    speed_warp: float = 0.0, flite_f0: tuple[int, int] | None = None,
-                    progress: bool = True) -> CorpusResult:
+                    speed_warp: float = 0.0, progress: bool = True) -> CorpusResult:
     """Synthesise the corpus planned by ``plan_corpus`` into ``out_dir`` (LibriSpeech layout).
 
     Re-running with the same arguments reuses the FLAC files already there; other arguments on the same
@@ -262,12 +315,11 @@ def generate_corpus(out_dir: str | Path, utterances: int, domain: str = "command
     start = time.perf_counter()
     root = Path(out_dir)
     config = dict(utterances=utterances, domain=domain, seed=seed, splits=dict(splits or DEFAULT_FRACTIONS),
-                  voices=sorted(voices) if voices else None, speed_warp=speed_warp,
-                  flite_f0=list(flite_f0) if flite_f0 else None)
+                  voices=sorted(voices) if voices else None, speed_warp=speed_warp)
     config_path = root / "synth_config.json"
     if config_path.exists() and json.loads(config_path.read_text()) != config:
         raise ValueError(f"out_dir {root} holds a corpus made with other arguments ({config_path}); use a new one")
-    plan = plan_corpus(utterances, domain, seed, splits, voices, speed_warp, flite_f0)
+    plan = plan_corpus(utterances, domain, seed, splits, voices, speed_warp)
     programs = _programs(plan)
     fileio.write_json(config_path, config)
 
@@ -302,15 +354,6 @@ def _parse_splits(arg: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError(f"--splits wants NAME=FRACTION,..., got {arg!r}") from None
 
 
-def _parse_range(arg: str) -> tuple[int, int]:
-    """"80,220" -> (80, 220)."""
-    try:
-        lo, hi = (int(v) for v in arg.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--flite-f0 wants LO,HI in Hz, got {arg!r}") from None
-    return lo, hi
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
@@ -323,11 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--voices", default=None,
                         help="comma-separated training voices, e.g. espeak:en-us+m3,flite:kal")
     parser.add_argument("--speed-warp", type=float, default=0.0, help="sox speed factor drawn from [1-w, 1+w]")
-    parser.add_argument("--flite-f0", type=_parse_range, default=None,
-                        help="LO,HI: mean pitch in Hz drawn per utterance of flite kal, kal16 and awb")
     args = parser.parse_args(argv)
     result = generate_corpus(args.out_dir, args.utterances, args.domain, args.seed, args.jobs, args.splits,
-                             args.voices.split(",") if args.voices else None, args.speed_warp, args.flite_f0)
+                             args.voices.split(",") if args.voices else None, args.speed_warp)
     print(json.dumps({"root": str(result.root), "counts": result.counts, "synthesized": result.synthesized,
                       "reused": result.reused, "seconds": round(result.seconds, 1)}))
 
