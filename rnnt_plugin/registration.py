@@ -1,6 +1,6 @@
 """The plugin's registration with NeMo, made when NeMo's registries load, so ``import rnnt_plugin`` stays cheap.
 
-Two NeMo modules hold what the plugin must add to:
+Three NeMo modules hold what the plugin must add to:
 - ``nemo.core.classes.common``: the allow-list of ``_target_`` prefixes (``rnnt_plugin.`` joins it);
 - ``nemo.core.optim``: the optimiser and scheduler registries (``mlperf_lamb``, ``MLPerfLRPolicy`` join them);
 - ``nemo.collections.asr.parts.preprocessing.perturb``: the audio augmentations (``polyphase_speed`` joins them).

@@ -230,6 +230,13 @@ def synthesize(utt: Utterance, path: Path, programs: dict[str, str]) -> None:
             raise RuntimeError(f"sox failed on {utt.utt_id}: {converted.stderr.decode()[-500:]}")
 
 
+def _samples(wav: bytes, programs: dict[str, str]) -> np.ndarray:
+    """An engine's WAV output -> 16 kHz mono float32 samples (S,), through sox without dither."""
+    raw = subprocess.run([programs["sox"], "-q", "-D", "-t", "wav", "-", "-t", "f32", "-r", str(SAMPLE_RATE),
+                          "-c", "1", "-"], input=wav, capture_output=True, check=True).stdout
+    return np.frombuffer(raw, dtype=np.float32).copy()
+
+
 def spaced_words(sentence: str, voice: str = "espeak:en-us+m3", gap_seconds: float = 0.25,
                  programs: dict[str, str] | None = None) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """``sentence`` with each word spoken alone by ``voice`` (a name of ``VOICES``), trimmed to where it is
@@ -245,9 +252,7 @@ def spaced_words(sentence: str, voice: str = "espeak:en-us+m3", gap_seconds: flo
     for utt in plan:
         engine = subprocess.run(_engine_command(utt, programs), input=utt.spoken.encode(), capture_output=True,
                                 check=True)
-        raw = subprocess.run([programs["sox"], "-q", "-D", "-t", "wav", "-", "-t", "f32", "-r", str(SAMPLE_RATE),
-                              "-c", "1", "-"], input=engine.stdout, capture_output=True, check=True).stdout
-        word = np.frombuffer(raw, dtype=np.float32)
+        word = _samples(engine.stdout, programs)
         loud = np.nonzero(np.abs(word) > 0.02 * np.abs(word).max())[0]
         word = word[loud[0]: loud[-1] + 1]
         spans.append((at / SAMPLE_RATE, (at + len(word)) / SAMPLE_RATE))
@@ -277,9 +282,9 @@ def timed_sentence(sentence: str, voice: str = "flite:awb",
     timed = [seg.rsplit(":", 1) for seg in segments(sentence, "-psdur")]  # ["t", "0.328"]: t ends at 0.328 s
     spoken = [i for i, (seg, _) in enumerate(timed) if seg != "pau"]
     counts = [sum(seg != "pau" for seg in segments(word, "-ps")) for word in sentence.split()]
-    if sum(counts) != len(spoken) or not spoken or spoken[0] == 0:
-        raise ValueError(f"flite {name} speaks {sentence!r} with {len(spoken)} segments, its words alone with "
-                         f"{sum(counts)}")
+    if not spoken or 0 in counts or sum(counts) != len(spoken) or spoken[0] == 0:
+        raise ValueError(f"flite {name} speaks {sentence!r} with {len(spoken)} segments but its words alone with "
+                         f"{counts}: the word times are unknown")
     spans, first = [], 0
     for count in counts:
         begin, last = spoken[first], spoken[first + count - 1]
@@ -287,9 +292,7 @@ def timed_sentence(sentence: str, voice: str = "flite:awb",
         first += count
     wav = subprocess.run(_engine_command(Utterance("0-0-0", "train", voice, sentence, sentence), programs),
                          capture_output=True, check=True).stdout
-    raw = subprocess.run([programs["sox"], "-q", "-D", "-t", "wav", "-", "-t", "f32", "-r", str(SAMPLE_RATE),
-                          "-c", "1", "-"], input=wav, capture_output=True, check=True).stdout
-    return np.frombuffer(raw, dtype=np.float32).copy(), spans
+    return _samples(wav, programs), spans
 
 
 def _programs(plan: list[Utterance]) -> dict[str, str]:
