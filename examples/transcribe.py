@@ -79,9 +79,9 @@ def main():
             return
         start = time.perf_counter()
         if args.timestamps:
-            results = transcribe_with_timestamps(model, audio, args.batch_size)
+            results = transcribe_with_timestamps(model, audio, args.batch_size, progress=True)
         else:
-            results = [{"pred_text": text} for text in transcribe_files(model, audio, args.batch_size)]
+            results = [{"pred_text": text} for text in transcribe_files(model, audio, args.batch_size, progress=True)]
     seconds = time.perf_counter() - start
     audio_seconds = sum(soundfile.info(path).duration for path in audio)
     for path, result in zip(audio, results):

@@ -44,31 +44,35 @@ def read_manifest(path: str) -> List[Utterance]:
     return utterances
 
 
-def _hypotheses(model: MLPerfRNNTModel, audio: Sequence[str], batch_size: int, **transcribe_args) -> list:
-    """NeMo hypotheses of audio files in the given order, batching similar lengths together for speed."""
+def _hypotheses(model: MLPerfRNNTModel, audio: Sequence[str], batch_size: int, progress: bool = False,
+                **transcribe_args) -> list:
+    """NeMo hypotheses of audio files in the given order, batching similar lengths together for speed;
+    ``progress``: NeMo's progress bar (stderr)."""
     if not audio:
         return []
     order = sorted(range(len(audio)), key=lambda i: os.path.getsize(audio[i]))
-    hyps = model.transcribe([audio[i] for i in order], batch_size=batch_size, verbose=False, **transcribe_args)
+    hyps = model.transcribe([audio[i] for i in order], batch_size=batch_size, verbose=progress, **transcribe_args)
     result = [None] * len(audio)
     for position, index in enumerate(order):
         result[index] = hyps[position]
     return result
 
 
-def transcribe_files(model: MLPerfRNNTModel, audio: Sequence[str], batch_size: int) -> List[str]:
+def transcribe_files(model: MLPerfRNNTModel, audio: Sequence[str], batch_size: int,
+                     progress: bool = False) -> List[str]:
     """The text of each audio file, in the given order."""
-    return [h.text if hasattr(h, "text") else h for h in _hypotheses(model, audio, batch_size)]
+    return [h.text if hasattr(h, "text") else h for h in _hypotheses(model, audio, batch_size, progress)]
 
 
-def transcribe_with_timestamps(model: MLPerfRNNTModel, audio: Sequence[str], batch_size: int) -> List[dict]:
+def transcribe_with_timestamps(model: MLPerfRNNTModel, audio: Sequence[str], batch_size: int,
+                               progress: bool = False) -> List[dict]:
     """{"pred_text", "words": [{"word", "start", "end"}]} of each audio file: seconds from the greedy alignment
     (NeMo's ``timestamps=True``: a word starts at the encoder frame of its first piece and ends one frame after
     its last piece's)."""
     return [{"pred_text": h.text,
              "words": [{"word": w["word"], "start": round(w["start"], 3), "end": round(w["end"], 3)}
                        for w in h.timestamp["word"]]}
-            for h in _hypotheses(model, audio, batch_size, timestamps=True)]
+            for h in _hypotheses(model, audio, batch_size, progress, timestamps=True)]
 
 
 def evaluate(model: MLPerfRNNTModel, manifest: str, output: str, batch_size: int = 16) -> EvaluationResult:

@@ -1,10 +1,11 @@
 """Speed perturbation by polyphase resampling: the reference's augmentation at a fraction of NeMo's cost.
 
-NeMo's ``speed`` perturbation resamples with resampy (``kaiser_fast``: ~6 ms per 2.3 s utterance here, a third
+NeMo's ``speed`` perturbation resamples with resampy (``kaiser_fast``: ~5 ms per 2.3 s utterance here, a third
 of a small model's CPU training step). The same resampling as a polyphase FIR filter (``scipy.signal.
-resample_poly``, Kaiser window, designed once per rate) costs ~0.4 ms and is closer to resampy's
-``kaiser_best`` than ``kaiser_fast`` is. The polyphase filter has ``up`` phases, so the target rate is drawn on a grid of ``rate_step_hz``
-(default 20 Hz: 1/800 of 16 kHz) instead of NeMo's 1 Hz, where the filter would have ~16,000 phases.
+resample_poly``, Kaiser window, designed once per rate) costs ~0.33 ms and is closer to resampy's
+``kaiser_best`` than ``kaiser_fast`` is (``benchmarks/speed_perturbation.py``). The filter has ``up`` phases,
+so the target rate is drawn on a grid of ``rate_step_hz`` (default 20 Hz: 1/800 of 16 kHz) instead of NeMo's
+1 Hz, where the filter would have ~16,000 phases.
 
 Registered with NeMo as ``polyphase_speed`` (see ``rnnt_plugin.registration``):
 
