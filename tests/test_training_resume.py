@@ -1,6 +1,6 @@
 """Kill and resume: a run killed mid-epoch and restarted with the same config continues from its last checkpoint
-(model, LAMB, LR policy, EMA, bucketing sampler position, RNG) and computes the same losses and final weights as
-an uninterrupted run.
+(model, LAMB, LR policy, EMA, bucketing sampler position, RNG: speed perturbation on) and computes the same losses
+and final weights as an uninterrupted run.
 """
 
 import pytest
@@ -15,8 +15,12 @@ CHECKPOINT_EVERY = 3  # checkpoints at steps 3 and 6; killed at step 8, mid-epoc
 KILL_AT = 8
 
 
+SPEED = "{polyphase_speed: {prob: 1.0, sr: 16000, min_speed_rate: 0.85, max_speed_rate: 1.15, rate_step_hz: 20}}"
+
+
 def _cfg(corpus, tmp_path, run: str):
-    return tiny_cfg(corpus, tmp_path / run, "mlperf.log_file=false",
+    """The tiny run with speed perturbation on: its random rates must resume too (the Python RNG state)."""
+    return tiny_cfg(corpus, tmp_path / run, "mlperf.log_file=false", f"model.train_ds.augmentor={SPEED}",
                     f"+exp_manager.checkpoint_callback_params.every_n_train_steps={CHECKPOINT_EVERY}",
                     "+exp_manager.checkpoint_callback_params.every_n_epochs=0",
                     "exp_manager.checkpoint_callback_params.save_top_k=-1")
