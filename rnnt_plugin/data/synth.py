@@ -26,6 +26,7 @@ import json
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -274,12 +275,15 @@ def timed_sentence(sentence: str, voice: str = "flite:awb",
     programs = programs or _programs([Utterance("0-0-0", "train", voice, sentence, sentence)])
     name = voice.split(":")[1]
 
-    def segments(text: str, option: str) -> list[str]:
-        printed = subprocess.run([programs["flite"], "-voice", name, option, "-t", text, "-o", "/dev/null"],
+    def segments(text: str, option: str, wav_path: str = "/dev/null") -> list[str]:
+        printed = subprocess.run([programs["flite"], "-voice", name, option, "-t", text, "-o", wav_path],
                                  capture_output=True, text=True, check=True).stdout
         return printed.split()
 
-    timed = [seg.rsplit(":", 1) for seg in segments(sentence, "-psdur")]  # ["t", "0.328"]: t ends at 0.328 s
+    with tempfile.TemporaryDirectory() as tmp:  # one synthesis: the audio to a file, the times to stdout
+        wav_path = Path(tmp, "sentence.wav")
+        timed = [seg.rsplit(":", 1) for seg in segments(sentence, "-psdur", str(wav_path))]  # ["t", "0.328"]
+        audio = _samples(wav_path.read_bytes(), programs)
     spoken = [i for i, (seg, _) in enumerate(timed) if seg != "pau"]
     counts = [sum(seg != "pau" for seg in segments(word, "-ps")) for word in sentence.split()]
     if not spoken or 0 in counts or sum(counts) != len(spoken) or spoken[0] == 0:
@@ -287,12 +291,10 @@ def timed_sentence(sentence: str, voice: str = "flite:awb",
                          f"{counts}: the word times are unknown")
     spans, first = [], 0
     for count in counts:
-        begin, last = spoken[first], spoken[first + count - 1]
+        begin, last = spoken[first], spoken[first + count - 1]  # a word starts where the segment before it ends
         spans.append((float(timed[begin - 1][1]), float(timed[last][1])))
         first += count
-    wav = subprocess.run(_engine_command(Utterance("0-0-0", "train", voice, sentence, sentence), programs),
-                         capture_output=True, check=True).stdout
-    return _samples(wav, programs), spans
+    return audio, spans
 
 
 def _programs(plan: list[Utterance]) -> dict[str, str]:
