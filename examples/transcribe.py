@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 import soundfile
+from tqdm import tqdm
 
 import rnnt_plugin  # noqa: F401  (registers the plugin with NeMo)
-from rnnt_plugin.decoding.onnx_greedy import OnnxTranscriber
+from rnnt_plugin.decoding.onnx_greedy import OnnxTranscriber, format_words
 from rnnt_plugin.decoding.streaming import print_stream
 from rnnt_plugin.evaluation import read_manifest, transcribe_files, transcribe_with_timestamps
 from rnnt_plugin.models import load_model
@@ -54,22 +55,27 @@ def main():
     parser.add_argument("--stream", type=float, metavar="SECONDS",
                         help="stream each file in chunks of SECONDS (.nemo/.ckpt model), printing partial text")
     parser.add_argument("--timestamps", action="store_true",
-                        help="word start and end times in seconds from the greedy alignment (.nemo/.ckpt model): "
-                             "printed, and as words [{word, start, end}] in --output")
+                        help="word start and end times in seconds from the greedy alignment: printed, and as "
+                             "words [{word, start, end}] in --output")
     args = parser.parse_args()
 
     audio = collect_audio(args.audio, args.manifest)
     if not audio:
         parser.error("no audio given")
     if Path(args.model).is_dir():
-        if args.stream or args.timestamps:
-            parser.error("--stream and --timestamps need a .nemo or .ckpt model")
+        if args.stream:
+            parser.error("--stream needs a .nemo or .ckpt model")
         transcriber = OnnxTranscriber(args.model)
         if args.no_dither and transcriber.config.dither > 0:
             parser.error(f"--no-dither: {args.model} was exported with dither {transcriber.config.dither}; "
                          "export with --no-dither")
         start = time.perf_counter()
-        results = [{"pred_text": text} for text in transcriber.transcribe(audio, args.batch_size)]
+        with tqdm(total=len(audio), desc="Transcribing", unit="file") as bar:
+            if args.timestamps:
+                results = transcriber.transcribe_with_timestamps(audio, args.batch_size, progress=bar.update)
+            else:
+                texts = transcriber.transcribe(audio, args.batch_size, progress=bar.update)
+                results = [{"pred_text": text} for text in texts]
     else:
         model = load_model(args.model)
         if args.no_dither:
@@ -87,7 +93,7 @@ def main():
     for path, result in zip(audio, results):
         print(f"{path}\t{result['pred_text']}")
         if "words" in result:
-            print("\t" + " ".join(f"{w['word']}[{w['start']:.2f}-{w['end']:.2f}]" for w in result["words"]))
+            print("\t" + format_words(result["words"]))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             for path, result in zip(audio, results):

@@ -17,6 +17,7 @@ from typing import Optional
 import jiwer
 import torch
 from lightning.pytorch import Trainer
+from nemo.collections.asr.metrics.wer import WER
 from nemo.collections.asr.models import EncDecRNNTBPEModel
 from nemo.collections.asr.parts.utils.batched_beam_decoding_utils import BlankLMScoreMode, PruningMode
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
@@ -24,6 +25,7 @@ from omegaconf.base import ContainerMetadata, Metadata
 from omegaconf.nodes import AnyNode
 
 from rnnt_plugin.data.bucketing import BucketingBatchSampler, bucketed_loader
+from rnnt_plugin.data.sharding import sharded_loader
 from rnnt_plugin.decoding.greedy import PLUGIN_GREEDY_STRATEGY, use_plugin_greedy
 from rnnt_plugin.losses import PLUGIN_LOSS_NAME, resolve_rnnt_loss
 from rnnt_plugin.optim.ema import EMA, ema_state_dict_from_checkpoint, ema_weights_applied
@@ -39,6 +41,7 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         decoding_cfg = cfg.get("decoding", None)
         super().__init__(cfg=_nemo_decoding_cfg(cfg, within_model=True), trainer=trainer)
         self._replace_loss()
+        self._use_per_rank_wer()
         self.nonfinite_steps = 0  # training steps skipped for a non-finite loss
         self.ctc_warmup_steps = int((cfg.get("ctc_warmup", None) or {}).get("steps", 0))
         if decoding_cfg is not None and decoding_cfg.get("strategy") == PLUGIN_GREEDY_STRATEGY:
@@ -49,6 +52,7 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         ``greedy`` decoding and the plugin's batched greedy search replaces the search inside it."""
         decoding_cfg = self.cfg.decoding if decoding_cfg is None else decoding_cfg
         super().change_decoding_strategy(_nemo_decoding_cfg(decoding_cfg), verbose=verbose)
+        self._use_per_rank_wer()
         if decoding_cfg.get("strategy") == PLUGIN_GREEDY_STRATEGY:
             use_plugin_greedy(self.decoding, self.decoder, self.joint, decoding_cfg.get("greedy", None))
             with open_dict(self.cfg.decoding):
@@ -113,8 +117,45 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         decoding_cfg = self.cfg.decoding if decoding_cfg is None else decoding_cfg
         super().change_vocabulary(new_tokenizer_dir, new_tokenizer_type, _nemo_decoding_cfg(decoding_cfg))
         self._replace_loss()
+        self._use_per_rank_wer()
         if decoding_cfg.get("strategy") == PLUGIN_GREEDY_STRATEGY:
             self.change_decoding_strategy(decoding_cfg, verbose=False)
+
+    # Validation under DDP: each rank its own share of the utterances, the counts summed once at the end -------
+
+    def _use_per_rank_wer(self) -> None:
+        """NeMo's WER metric, without its all-gather on every ``compute()``: that collective needs the same number
+        of validation batches on every rank, and validation shares may differ by one utterance. Validation counts
+        are summed over the ranks in :meth:`multi_validation_epoch_end`; the training-batch WER is rank 0's."""
+        self.wer = WER(decoding=self.decoding, batch_dim_index=0, use_cer=self.cfg.get("use_cer", False),
+                       log_prediction=self.cfg.get("log_prediction", True), sync_on_compute=False)
+        if self.joint.fuse_loss_wer:
+            self.joint.set_wer(self.wer)
+
+    def setup_validation_data(self, val_data_config):
+        """NeMo's; under DDP each rank reads only its share (:mod:`rnnt_plugin.data.sharding`)."""
+        super().setup_validation_data(val_data_config)
+        if self.world_size > 1 and self._validation_dl is not None:
+            self._validation_dl = sharded_loader(self._validation_dl, self.world_size, self._trainer.global_rank)
+
+    def multi_validation_epoch_end(self, outputs, dataloader_idx: int = 0):
+        """``val_wer`` of the whole validation set: word errors and words summed over batches and ranks, with
+        ``val_utterances``, how many utterances they came from (each counted once); ``val_loss`` the mean over
+        all ranks' batches."""
+        totals = torch.tensor([[float(sum(x["val_wer_num"] for x in outputs)),
+                                float(sum(x["val_wer_denom"] for x in outputs)),
+                                float(sum(x["val_utterances"] for x in outputs)),
+                                float(sum(x["val_loss"] for x in outputs)) if self.compute_eval_loss else 0.0,
+                                float(len(outputs))]], dtype=torch.float64, device=self.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(totals)
+        errors, words, utterances, loss_sum, batches = totals[0].tolist()
+        logs = {"val_wer": torch.tensor(errors / words if words else float("nan")),  # nan: no reference words
+                "val_utterances": torch.tensor(utterances)}
+        if self.compute_eval_loss:
+            logs["val_loss"] = torch.tensor(loss_sum / max(batches, 1.0))
+            return {"val_loss": logs["val_loss"], "log": logs}
+        return {"log": logs}
 
     # Training recipe: duration bucketing, steps per epoch for the LR policy, non-finite loss skip -------------
 
@@ -211,9 +252,10 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         """NeMo's; during the CTC warm-up, the WER of the CTC greedy output instead (as ``val_wer``): the
         transducer is still untrained then, and its greedy search would emit up to ``max_symbol_per_sample``
         pieces per utterance, slowly, for a meaningless WER."""
-        if not self.in_ctc_warmup:
-            return super().validation_pass(batch, batch_idx, dataloader_idx)
         signal, signal_len, transcript, transcript_len = batch[:4]
+        if not self.in_ctc_warmup:
+            return {**super().validation_pass(batch, batch_idx, dataloader_idx),
+                    "val_utterances": torch.tensor(signal.shape[0])}
         encoded, encoded_len = self.forward(input_signal=signal, input_signal_length=signal_len)  # (B, H, T)
         best = self._ctc_logits(encoded).argmax(-1)  # (B, T)
         blank = self.joint.num_classes_with_blank - 1
@@ -228,7 +270,8 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         errors = measures.substitutions + measures.deletions + measures.insertions
         words = measures.hits + measures.substitutions + measures.deletions
         wer = torch.tensor(errors / words)
-        return {"val_wer_num": torch.tensor(errors), "val_wer_denom": torch.tensor(words), "val_wer": wer}
+        return {"val_wer_num": torch.tensor(errors), "val_wer_denom": torch.tensor(words), "val_wer": wer,
+                "val_utterances": torch.tensor(signal.shape[0])}
 
 
 def build_modules(model_cfg: DictConfig, vocab_size: int,

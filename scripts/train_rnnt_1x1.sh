@@ -77,7 +77,8 @@ ARGS=(
   "trainer.accumulate_grad_batches=$GRAD_ACCUMULATION_STEPS" "trainer.max_epochs=$EPOCHS"
   "exp_manager.exp_dir=$OUTPUT_DIR"
 )
-[ -n "$CHECKPOINT" ] && ARGS+=("+exp_manager.resume_from_checkpoint=$(realpath "$CHECKPOINT")")
+# quoted for Hydra: checkpoint names hold '=' (...--val_wer=0.0612-epoch=12-last.ckpt)
+[ -n "$CHECKPOINT" ] && ARGS+=("+exp_manager.resume_from_checkpoint='$(realpath "$CHECKPOINT")'")
 # shellcheck disable=SC2206  # EXTRA_ARGS is split on spaces on purpose
 [ -n "${EXTRA_ARGS:-}" ] && ARGS+=(${EXTRA_ARGS})
 

@@ -8,6 +8,7 @@ utterances, which gives varied, non-empty text on the test sentences. Model and 
 
 import json
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,7 +87,7 @@ def test_export_directory_contents(deployed):
     assert config == {
         "model_name": "MLPerfRNNTModel", "sample_rate": 16000, "min_samples": 257, "subsampling_factor": 6,
         "blank_id": deployed.model.tokenizer.vocab_size, "max_symbols_per_step": 30, "max_symbol_per_sample": 300,
-        "dither": 0.0, "format": "onnx",
+        "dither": 0.0, "format": "onnx", "window_stride": 0.01,
     }
     assert deployed.model.preprocessor.dither == 0.0 and not deployed.model.training  # left as it was
 
@@ -221,23 +222,47 @@ def test_transcribe_no_dither_refuses_a_dithered_export(deployed, tmp_path, monk
 
 def test_transcribe_timestamps_output(deployed, tmp_path, monkeypatch, capsys):
     """--timestamps: the same text, each line followed by word[start-end], and the words in the JSON output match
-    the text with increasing, 60 ms-frame times; an export directory is refused (no alignment there)."""
-    paths, output = deployed.test_audio[:3], tmp_path / "words.json"
-    printed = _run_script("transcribe.py", ["--model", str(deployed.nemo_path), "--timestamps", *paths,
-                                            "--output", str(output)], monkeypatch, capsys).splitlines()
-    assert printed[0:6:2] == [f"{path}\t{text}" for path, text in zip(paths, deployed.texts)]
-    records = [json.loads(line) for line in open(output)]
+    the text with increasing, 60 ms-frame times; the export directory (through transcribe.py and through its own
+    onnx_greedy.py) gives the very same words and times as the .nemo (NeMo's timestamps=True)."""
+    paths = deployed.test_audio[:3]
+
+    def run(model_arg: str, output: Path):
+        printed = _run_script("transcribe.py", ["--model", model_arg, "--no-dither", "--timestamps", *paths,
+                                                "--output", str(output)], monkeypatch, capsys).splitlines()
+        return printed[:-1], [json.loads(line) for line in open(output)]
+
+    printed, records = run(str(deployed.nemo_path), tmp_path / "nemo.json")
+    assert printed[0::2] == [f"{path}\t{text}" for path, text in zip(paths, deployed.texts)]
     assert [r["pred_text"] for r in records] == deployed.texts[:3]
-    for record, line in zip(records, printed[1:6:2]):
+    for record, line in zip(records, printed[1::2]):
         words = record["words"]
         assert [w["word"] for w in words] == record["pred_text"].split()
         assert line == "\t" + " ".join(f"{w['word']}[{w['start']:.2f}-{w['end']:.2f}]" for w in words)
         for w in words:
             assert 0 <= w["start"] < w["end"] and abs(w["start"] / 0.06 - round(w["start"] / 0.06)) < 1e-6
         assert [w["start"] for w in words] == sorted(w["start"] for w in words)
-    with pytest.raises(SystemExit):
-        _run_script("transcribe.py", ["--model", str(tmp_path), "--timestamps", paths[0]], monkeypatch, capsys)
-    assert "--timestamps need a .nemo or .ckpt model" in capsys.readouterr().err
+    assert sum(len(r["words"]) for r in records) > 6 and any(w["end"] - w["start"] > 0.06
+                                                             for r in records for w in r["words"])
+
+    onnx_printed, onnx_records = run(str(deployed.export_dir), tmp_path / "onnx.json")
+    assert onnx_printed == printed
+    assert [r["words"] for r in onnx_records] == [r["words"] for r in records]
+    onnx_greedy.main(["--timestamps", str(deployed.export_dir), *paths])
+    assert capsys.readouterr().out.splitlines() == printed
+
+
+def test_onnx_timestamps_need_window_stride(deployed, tmp_path):
+    """An export directory written before deployment.json recorded window_stride still transcribes, and asks
+    for a new export when word times are wanted."""
+    old = tmp_path / "old"
+    shutil.copytree(deployed.export_dir, old)
+    config = json.loads((old / onnx_greedy.DEPLOYMENT_CONFIG).read_text())
+    del config["window_stride"]
+    (old / onnx_greedy.DEPLOYMENT_CONFIG).write_text(json.dumps(config))
+    transcriber = onnx_greedy.OnnxTranscriber(str(old))
+    assert transcriber.transcribe(deployed.test_audio[:2]) == deployed.texts[:2]
+    with pytest.raises(ValueError, match="window_stride in deployment.json: export the model again"):
+        transcriber.transcribe_with_timestamps(deployed.test_audio[:2])
 
 
 def test_torchscript_export(deployed, tmp_path):

@@ -6,6 +6,7 @@ Tiny model (hidden 32), batch 8, one bucket (40 utterances: 5 steps an epoch), n
 dropout 0, so two runs with the same seed compute the same losses.
 """
 
+import collections
 import json
 import logging
 import re
@@ -59,12 +60,15 @@ def tensorboard_log(exp_dir: Path):
 
 
 class StepRecorder(pl.Callback):
-    """Loss of each training batch by global step, and the weights after each batch; optionally dies at a step."""
+    """Loss of each training batch by global step, the batch's transcripts (which utterances it holds) by epoch,
+    and the weights after each batch; optionally dies at a step."""
 
     def __init__(self, die_at_step=None):
         self.losses, self.weights, self.die_at_step = {}, [], die_at_step
+        self.batches = collections.defaultdict(list)  # epoch -> [padded token ids (B, U) of each batch]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.batches[trainer.current_epoch].append(batch[2].tolist())  # (signal, signal_len, transcript, ...)
         step = trainer.global_step
         if outputs:  # {} for a skipped step
             self.losses[step] = float(outputs["loss"])

@@ -1,6 +1,6 @@
 """Kill and resume: a run killed mid-epoch and restarted with the same config continues from its last checkpoint
 (model, LAMB, LR policy, EMA, bucketing sampler position, RNG: speed perturbation on) and computes the same losses
-and final weights as an uninterrupted run.
+and final weights as an uninterrupted run. (tests/test_ddp.py starts a run from a checkpoint at an epoch's end.)
 """
 
 import pytest
@@ -34,6 +34,8 @@ def test_killed_run_resumes_to_the_same_losses(synth_corpus, tmp_path):
     reference = StepRecorder()
     ref_model = train(_cfg(synth_corpus, tmp_path, "whole"), [reference])
     assert sorted(reference.losses) == list(range(1, TOTAL_STEPS + 1))  # by global step after the batch
+    first, second = reference.batches[0], reference.batches[1]  # each epoch has its own draw from the buckets
+    assert len(first) == len(second) == STEPS_PER_EPOCH and first != second
 
     with pytest.raises(RuntimeError, match="killed"):
         train(_cfg(synth_corpus, tmp_path, "killed"), [StepRecorder(die_at_step=KILL_AT)])

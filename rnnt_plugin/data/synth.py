@@ -54,6 +54,7 @@ FLITE_SHARE = 0.4  # share of training utterances spoken by flite (natural voice
 ESPEAK_SPEED_WPM = (140, 200)
 ESPEAK_PITCH = (30, 70)
 FLITE_STRETCH = (0.85, 1.15)
+FLITE_F0_HZ = (90, 250)  # mean pitch drawn for flite voices that take one (not rms), with a formant shift
 CHAPTER_OF_SPLIT = {split: 100 + i for i, split in enumerate(SPLITS)}  # keeps utterance ids unique
 
 
@@ -81,6 +82,8 @@ class Utterance:
     pitch: int = 0  # espeak pitch 0-99
     stretch: float = 1.0  # flite duration_stretch
     warp: float = 1.0  # sox speed factor
+    formant: float = 1.0  # flite only: formants and pitch scaled by this, duration kept (see plan_corpus)
+    f0: int = 0  # flite only: mean pitch in Hz after the formant shift; 0 keeps the voice's own
 
     @property
     def relpath(self) -> Path:
@@ -160,17 +163,23 @@ def _draw_bible(rng: random.Random, n_train: int, n_dev: int, n_test: int) -> tu
 
 
 def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits: dict | None = None,
-                voices: list[str] | None = None, speed_warp: float = 0.0) -> list[Utterance]:
+                voices: list[str] | None = None, speed_warp: float = 0.0,
+                formant_shift: float = 0.0) -> list[Utterance]:
     """Every utterance of the corpus, drawn from ``seed`` alone (same arguments -> same plan).
 
     ``splits`` maps split names to relative weights (default 0.8 train, 0.05 each other split);
     ``voices`` restricts the training voices (names from ``VOICES``, e.g. "espeak:en-us+m3", "flite:kal");
     ``speed_warp`` w gives each utterance a sox speed factor drawn from [1 - w, 1 + w].
+    ``formant_shift`` s gives each flite training or dev utterance a shorter vocal tract: formants scaled by a
+    factor drawn from [1, 1 + s] with the duration kept (flite speaks slower by the factor, sox speeds it up),
+    and a mean pitch drawn from ``FLITE_F0_HZ``: from the four male flite voices, speakers of other sizes.
     """
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
     if not 0.0 <= speed_warp < 0.5:
         raise ValueError(f"speed_warp must be in [0, 0.5), got {speed_warp}")
+    if not 0.0 <= formant_shift < 0.5:
+        raise ValueError(f"formant_shift must be in [0, 0.5), got {formant_shift}")
     train_voices = sorted(set(voices)) if voices else list(TRAIN_VOICES)  # order-free, as the saved config
     bad = [v for v in train_voices if v not in TRAIN_VOICES]
     if bad:
@@ -200,6 +209,8 @@ def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits
             params = (dict(speed=rng.randint(*ESPEAK_SPEED_WPM), pitch=rng.randint(*ESPEAK_PITCH))
                       if voice.startswith("espeak:") else dict(stretch=round(rng.uniform(*FLITE_STRETCH), 3)))
             warp = round(rng.uniform(1 - speed_warp, 1 + speed_warp), 3) if speed_warp else 1.0
+            if formant_shift and voice.startswith("flite:") and split in ("train", "dev"):
+                params.update(formant=round(rng.uniform(1, 1 + formant_shift), 3), f0=rng.randint(*FLITE_F0_HZ))
             plan.append(Utterance(f"{speaker}-{chapter}-{index:04d}", split, voice, spoken, transcript,
                                   warp=warp, **params))
     return plan
@@ -211,21 +222,25 @@ def _engine_command(utt: Utterance, programs: dict[str, str]) -> list[str]:
     if engine == "espeak":
         return [programs["espeak-ng"], "-v", name, "-s", str(utt.speed), "-p", str(utt.pitch), "--stdout",
                 "--stdin"]
-    return [programs["flite"], "-voice", name, "--setf", f"duration_stretch={utt.stretch}", "-t", utt.spoken,
-            "-o", "/dev/stdout"]  # flite hangs on text from a stdin pipe
+    pitch = ["--setf", f"int_f0_target_mean={utt.f0 / utt.formant:.1f}"] if utt.f0 else []  # before the shift
+    return [programs["flite"], "-voice", name, "--setf", f"duration_stretch={utt.stretch * utt.formant:.4f}",
+            *pitch, "-t", utt.spoken, "-o", "/dev/stdout"]  # flite hangs on text from a stdin pipe
 
 
 def synthesize(utt: Utterance, path: Path, programs: dict[str, str]) -> None:
     """Speak ``utt`` with its engine, then sox -> 16 kHz mono 16-bit FLAC at ``path`` (atomic).
 
-    sox runs without dither (-D), so the same utterance gives the same samples every time.
+    sox runs without dither (-D), so the same utterance gives the same samples every time. Its speed effect
+    applies the warp and the formant shift (the engine spoke ``formant`` times slower to keep the duration).
     """
     engine = subprocess.run(_engine_command(utt, programs), input=utt.spoken.encode(), capture_output=True)
     if engine.returncode != 0 or len(engine.stdout) <= 44:  # 44 bytes: a WAV header without samples
         raise RuntimeError(f"{utt.voice} failed on {utt.utt_id} ({utt.spoken!r}): {engine.stderr.decode()[-500:]}")
     with fileio.atomic_path(path) as tmp:
         sox = [programs["sox"], "-q", "-D", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
-               "-t", "flac", str(tmp)] + (["speed", str(utt.warp)] if utt.warp != 1.0 else [])
+               "-t", "flac", str(tmp)]
+        speed = utt.warp * utt.formant
+        sox += ["speed", f"{speed:.4f}"] if speed != 1.0 else []
         converted = subprocess.run(sox, input=engine.stdout, capture_output=True)
         if converted.returncode != 0:
             raise RuntimeError(f"sox failed on {utt.utt_id}: {converted.stderr.decode()[-500:]}")
@@ -309,7 +324,7 @@ def _programs(plan: list[Utterance]) -> dict[str, str]:
 
 def generate_corpus(out_dir: str | Path, utterances: int, domain: str = "commands", seed: int = 0,
                     jobs: int = 2, splits: dict | None = None, voices: list[str] | None = None,
-                    speed_warp: float = 0.0, progress: bool = True) -> CorpusResult:
+                    speed_warp: float = 0.0, formant_shift: float = 0.0, progress: bool = True) -> CorpusResult:
     """Synthesise the corpus planned by ``plan_corpus`` into ``out_dir`` (LibriSpeech layout).
 
     Re-running with the same arguments reuses the FLAC files already there; other arguments on the same
@@ -321,10 +336,12 @@ def generate_corpus(out_dir: str | Path, utterances: int, domain: str = "command
     root = Path(out_dir)
     config = dict(utterances=utterances, domain=domain, seed=seed, splits=dict(splits or DEFAULT_FRACTIONS),
                   voices=sorted(voices) if voices else None, speed_warp=speed_warp)
+    if formant_shift:  # absent when unused: corpora made before the option keep their config
+        config["formant_shift"] = formant_shift
     config_path = root / "synth_config.json"
     if config_path.exists() and json.loads(config_path.read_text()) != config:
         raise ValueError(f"out_dir {root} holds a corpus made with other arguments ({config_path}); use a new one")
-    plan = plan_corpus(utterances, domain, seed, splits, voices, speed_warp)
+    plan = plan_corpus(utterances, domain, seed, splits, voices, speed_warp, formant_shift)
     programs = _programs(plan)
     fileio.write_json(config_path, config)
 
@@ -371,9 +388,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--voices", default=None,
                         help="comma-separated training voices, e.g. espeak:en-us+m3,flite:kal")
     parser.add_argument("--speed-warp", type=float, default=0.0, help="sox speed factor drawn from [1-w, 1+w]")
+    parser.add_argument("--formant-shift", type=float, default=0.0,
+                        help="flite formants scaled by a factor from [1, 1+s], duration kept; pitch drawn anew")
     args = parser.parse_args(argv)
     result = generate_corpus(args.out_dir, args.utterances, args.domain, args.seed, args.jobs, args.splits,
-                             args.voices.split(",") if args.voices else None, args.speed_warp)
+                             args.voices.split(",") if args.voices else None, args.speed_warp, args.formant_shift)
     print(json.dumps({"root": str(result.root), "counts": result.counts, "synthesized": result.synthesized,
                       "reused": result.reused, "seconds": round(result.seconds, 1)}))
 

@@ -64,6 +64,7 @@ def export_for_deployment(
         max_symbol_per_sample=max_symbol_per_sample,
         dither=float(preprocessor.dither if dither is None else dither),
         format=fmt,
+        window_stride=float(model.cfg.preprocessor.window_stride),
     )
     was_training, old_dither = model.training, preprocessor.dither
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".export-"))

@@ -7,7 +7,10 @@ needs only that directory and those four packages:
     pip install onnxruntime numpy sentencepiece soundfile
     python OUT_DIR/onnx_greedy.py OUT_DIR a.wav b.flac          # prints "path<TAB>text" per file
 
-or from Python: ``OnnxTranscriber("OUT_DIR").transcribe(["a.wav"]) -> ["text"]``.
+    python OUT_DIR/onnx_greedy.py --timestamps OUT_DIR a.wav    # and "word[start-end] ..." under each line
+
+or from Python: ``OnnxTranscriber("OUT_DIR").transcribe(["a.wav"]) -> ["text"]``, and
+``.transcribe_with_timestamps(["a.wav"]) -> [{"pred_text", "words": [{"word", "start", "end"}]}]``.
 
 The export directory holds (names below): the featurizer (audio -> log-mel features), the encoder, NeMo's
 decoder+joint (one prediction-network step and the joint for one encoder frame), the sentencepiece model and
@@ -18,11 +21,11 @@ D encoder width, T' encoder frames, L prediction-net LSTM layers, H their width,
 """
 
 import argparse
+import dataclasses
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnxruntime
@@ -36,7 +39,7 @@ DECODER_JOINT = "decoder_joint-model.onnx"
 TOKENIZER = "tokenizer.model"
 
 
-@dataclass
+@dataclasses.dataclass
 class DeploymentConfig:
     """What ``deployment.json`` holds; ``examples/export.py`` writes it."""
 
@@ -49,12 +52,14 @@ class DeploymentConfig:
     max_symbol_per_sample: int  # symbols per utterance at most (MLPerf: 300)
     dither: float  # std of the noise the exported featurizer adds (0: deterministic)
     format: str = "onnx"
+    window_stride: Optional[float] = None  # seconds per feature frame; exports before word times lack it
 
     @classmethod
     def load(cls, path: Path) -> "DeploymentConfig":
         with open(path, encoding="utf-8") as f:
             values = json.load(f)
-        missing = [name for name in cls.__dataclass_fields__ if name not in values and name != "format"]
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [name for name in required if name not in values]
         if missing:
             raise ValueError(f"{path}: missing {', '.join(missing)}")
         return cls(**{name: values[name] for name in cls.__dataclass_fields__ if name in values})
@@ -95,6 +100,10 @@ class GreedyDecoder:
         self.max_symbol_per_sample = max_symbol_per_sample
 
     def __call__(self, encoded: np.ndarray, lengths: np.ndarray) -> List[List[int]]:
+        """B lists of token ids (blank excluded) of a batch: ``align`` without the frames."""
+        return self.align(encoded, lengths)[0]
+
+    def align(self, encoded: np.ndarray, lengths: np.ndarray) -> Tuple[List[List[int]], List[List[int]]]:
         """Decode a batch.
 
         Args:
@@ -102,7 +111,7 @@ class GreedyDecoder:
             lengths: (B,) valid encoder frames per utterance.
 
         Returns:
-            B lists of token ids (blank excluded).
+            B lists of token ids (blank excluded), and B lists of the encoder frame each token was emitted on.
         """
         batch = encoded.shape[0]
         layers, hidden = self.state_shape
@@ -113,6 +122,7 @@ class GreedyDecoder:
         on_frame = np.zeros(batch, np.int64)  # (B,) symbols emitted on the current frame
         total = np.zeros(batch, np.int64)  # (B,) symbols emitted so far
         hyps: List[List[int]] = [[] for _ in range(batch)]
+        hyp_frames: List[List[int]] = [[] for _ in range(batch)]
         active = np.flatnonzero(lengths > 0)  # (A,)
         while active.size:
             frames = encoded[active, :, frame[active]][:, :, None]  # (A, D, 1)
@@ -134,12 +144,18 @@ class GreedyDecoder:
                 total[emitters] += 1
                 for utterance, token in zip(emitters.tolist(), best[emit].tolist()):
                     hyps[utterance].append(token)
+                    hyp_frames[utterance].append(int(frame[utterance]))
             advance = active[~emit | (on_frame[active] >= self.max_symbols_per_step)]
             frame[advance] += 1
             on_frame[advance] = 0
             done = (frame[active] >= lengths[active]) | (total[active] >= self.max_symbol_per_sample)
             active = active[~done]
-        return hyps
+        return hyps, hyp_frames
+
+
+def format_words(words: List[dict]) -> str:
+    """``word[start-end] ...`` with times in seconds, as the command lines print word times."""
+    return " ".join(f"{w['word']}[{w['start']:.2f}-{w['end']:.2f}]" for w in words)
 
 
 def read_audio(path: str, sample_rate: int, min_samples: int) -> np.ndarray:
@@ -199,28 +215,65 @@ class OnnxTranscriber:
         features = np.pad(features, ((0, 0), (0, 0), (0, pad))) if pad else features  # (B, F, T + pad)
         return self.encoder.run(None, {"audio_signal": features, "length": lengths})
 
-    def transcribe_audio(self, audio: Sequence[np.ndarray]) -> List[str]:
-        """Transcribe one batch of (S_i,) float32 mono waveforms at the model's sample rate."""
+    def align_audio(self, audio: Sequence[np.ndarray]) -> Tuple[List[List[int]], List[List[int]]]:
+        """Token ids and their encoder frames (``GreedyDecoder.align``) of one batch of (S_i,) float32 mono
+        waveforms at the model's sample rate."""
         lengths = np.array([len(a) for a in audio], np.int64)  # (B,)
         padded = np.zeros((len(audio), int(lengths.max())), np.float32)  # (B, S)
         for row, samples in zip(padded, audio):
             row[: len(samples)] = samples
         features, frames = self.features(padded, lengths)
         encoded, encoded_lengths = self.encode(features, frames)
-        return [self.tokenizer.decode(ids) for ids in self.decoder(encoded, encoded_lengths)]
+        return self.decoder.align(encoded, encoded_lengths)
 
-    def transcribe(self, paths: Sequence[str], batch_size: int = 16) -> List[str]:
-        """Texts of ``paths`` in order; files of similar length are batched together."""
+    def transcribe_audio(self, audio: Sequence[np.ndarray]) -> List[str]:
+        """Transcribe one batch of (S_i,) float32 mono waveforms at the model's sample rate."""
+        return [self.tokenizer.decode(ids) for ids in self.align_audio(audio)[0]]
+
+    def words(self, ids: List[int], frames: List[int]) -> List[dict]:
+        """[{"word", "start", "end"}] in seconds from tokens and their frames, NeMo's rule for ``timestamps=True``:
+        a piece beginning with sentencepiece's word mark starts a word, which runs from its first piece's frame
+        to one frame after its last piece's."""
+        if self.config.window_stride is None:
+            raise ValueError("word times need window_stride in deployment.json: export the model again")
+        frame_seconds = self.config.window_stride * self.config.subsampling_factor
+        groups: List[Tuple[List[int], List[int]]] = []
+        for token, frame in zip(ids, frames):
+            if not groups or self.tokenizer.id_to_piece(token).startswith("\u2581"):
+                groups.append(([], []))
+            groups[-1][0].append(token)
+            groups[-1][1].append(frame)
+        return [{"word": self.tokenizer.decode(tokens), "start": round(token_frames[0] * frame_seconds, 3),
+                 "end": round((token_frames[-1] + 1) * frame_seconds, 3)} for tokens, token_frames in groups]
+
+    def _batches(self, paths: Sequence[str], batch_size: int, progress: Optional[Callable[[int], None]]):
+        """(index into paths, token ids, frames) of every file; files of similar length are batched together.
+        ``progress`` is called with the number of files each batch finished."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         audio = [read_audio(p, self.config.sample_rate, self.config.min_samples) for p in paths]
         order = sorted(range(len(audio)), key=lambda i: len(audio[i]))
-        texts = [""] * len(audio)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            for index, text in zip(chunk, self.transcribe_audio([audio[i] for i in chunk])):
-                texts[index] = text
+            yield from zip(chunk, *self.align_audio([audio[i] for i in chunk]))
+            if progress:
+                progress(len(chunk))
+
+    def transcribe(self, paths: Sequence[str], batch_size: int = 16,
+                   progress: Optional[Callable[[int], None]] = None) -> List[str]:
+        """Texts of ``paths`` in order (``progress``: called with the files each batch finished)."""
+        texts = [""] * len(paths)
+        for index, ids, _ in self._batches(paths, batch_size, progress):
+            texts[index] = self.tokenizer.decode(ids)
         return texts
+
+    def transcribe_with_timestamps(self, paths: Sequence[str], batch_size: int = 16,
+                                   progress: Optional[Callable[[int], None]] = None) -> List[dict]:
+        """{"pred_text", "words": [{"word", "start", "end"}]} of ``paths`` in order (see ``words``)."""
+        results: List[dict] = [{} for _ in paths]
+        for index, ids, frames in self._batches(paths, batch_size, progress):
+            results[index] = {"pred_text": self.tokenizer.decode(ids), "words": self.words(ids, frames)}
+        return results
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -229,10 +282,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("audio", nargs="+", help="wav/flac files")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)")
+    parser.add_argument("--timestamps", action="store_true", help="print word[start-end] (seconds) under each line")
     args = parser.parse_args(argv)
-    texts = OnnxTranscriber(args.export_dir, threads=args.threads).transcribe(args.audio, args.batch_size)
-    for path, text in zip(args.audio, texts):
-        print(f"{path}\t{text}")
+    transcriber = OnnxTranscriber(args.export_dir, threads=args.threads)
+    if args.timestamps:
+        results = transcriber.transcribe_with_timestamps(args.audio, args.batch_size)
+    else:
+        results = [{"pred_text": text} for text in transcriber.transcribe(args.audio, args.batch_size)]
+    for path, result in zip(args.audio, results):
+        print(f"{path}\t{result['pred_text']}")
+        if "words" in result:
+            print("\t" + format_words(result["words"]))
     sys.stdout.flush()
 
 
