@@ -180,7 +180,7 @@ def main():
     fractions = {"train": 0.85, "dev": 0.03, "test-sentences": 0.04, "test-voice": 0.04, "test-accent": 0.04}
     try:
         synth.generate_corpus(corpus, args.utterances, domain="commands", seed=args.seed, jobs=args.jobs,
-                              splits=fractions, speed_warp=0.1, formant_shift=0.25)
+                              splits=fractions, speed_warp=0.1, vary_flite_speakers=True)
     except ValueError as e:  # a corpus of other settings (an older demo, other --utterances) is there
         sys.exit(f"{e}\nremove {out} (or give another --out) to start the demo afresh")
     done("corpus")

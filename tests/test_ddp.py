@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard_logs import scalars
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = " ".join([
@@ -47,25 +47,17 @@ def _run(corpus, out: Path, num_gpus: int, accumulate: int, port: int, epochs: i
     return _weights(out / "model.nemo")
 
 
-def _scalars(run_dir: Path) -> dict[str, list]:
-    """Tag -> [(step, value)] of the run's TensorBoard log."""
-    (events,) = run_dir.rglob("events.out.tfevents.*")
-    acc = EventAccumulator(str(events))
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
 def test_two_gloo_processes_match_one_accumulating_process(synth_corpus, tmp_path):
     two = _run(synth_corpus, tmp_path / "ddp2", num_gpus=2, accumulate=1, port=29631)
     one = _run(synth_corpus, tmp_path / "ddp1", num_gpus=1, accumulate=2, port=29632)
     assert two.keys() == one.keys()
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6, msg=name)
-    logs = {run: _scalars(tmp_path / run) for run in ("ddp2", "ddp1")}
-    for run, scalars in logs.items():  # 5 optimiser steps with finite gradients, then validation of all 10
-        grad_norms = [value for _, value in scalars["grad_norm"]]
+    logs = {run: scalars(tmp_path / run) for run in ("ddp2", "ddp1")}
+    for run, log in logs.items():  # 5 optimiser steps with finite gradients, then validation of all 10
+        grad_norms = [value for _, value in log["grad_norm"]]
         assert len(grad_norms) == 5 and all(0 < g < float("inf") for g in grad_norms), (run, grad_norms)
-        assert [value for _, value in scalars["val_utterances"]] == [10], run
+        assert [value for _, value in log["val_utterances"]] == [10], run
     (wer_two,), (wer_one,) = logs["ddp2"]["val_wer"], logs["ddp1"]["val_wer"]
     assert wer_two == pytest.approx(wer_one, abs=1e-6) and wer_one[1] > 0
 
@@ -73,5 +65,5 @@ def test_two_gloo_processes_match_one_accumulating_process(synth_corpus, tmp_pat
     (last,) = (tmp_path / "ddp1").rglob("*last.ckpt")
     _run(synth_corpus, tmp_path / "from_checkpoint", num_gpus=1, accumulate=2, port=29633, epochs=2,
          checkpoint=last)
-    steps = [step for step, _ in _scalars(tmp_path / "from_checkpoint")["grad_norm"]]
+    steps = [step for step, _ in scalars(tmp_path / "from_checkpoint")["grad_norm"]]
     assert steps == [5, 6, 7, 8, 9]  # the global steps of epoch 2 only

@@ -7,29 +7,21 @@ is AdamW here: on 20 utterances and 400 steps LAMB's per-layer trust ratio learn
 training utterances in three tries), while AdamW gets well under the 30% bar in about a minute.
 """
 
-import glob
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import soundfile
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rnnt_plugin.evaluation import evaluate
 from rnnt_plugin.models import load_model
+from tensorboard_logs import scalars
 
 REPO = Path(__file__).resolve().parents[1]
 UTTERANCES = 20  # the shortest of the corpus' training utterances
 BATCH = 4
 EPOCHS = 80  # 5 steps an epoch
-
-
-def read_scalars(log_dir: Path, tag: str) -> list[float]:
-    (events,) = glob.glob(str(log_dir / "**" / "events.out.tfevents.*"), recursive=True)
-    accumulator = EventAccumulator(events)
-    accumulator.Reload()
-    return [event.value for event in accumulator.Scalars(tag)]
 
 
 def test_training_learns_the_training_utterances(synth_corpus, tmp_path):
@@ -68,7 +60,7 @@ def test_training_learns_the_training_utterances(synth_corpus, tmp_path):
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
-    losses = read_scalars(tmp_path / "exp", "train_loss")  # logged every 5th step: once an epoch
+    losses = [value for _, value in scalars(tmp_path / "exp")["train_loss"]]  # logged every 5th step: once an epoch
     assert len(losses) == EPOCHS
     first, last = losses[0], sum(losses[-3:]) / 3
     assert last < first / 10, (first, last)

@@ -144,6 +144,47 @@ def test_synthesis_is_deterministic(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a.flac", "b.flac"]
 
 
+def test_flite_speaker_variation_plan():
+    plan = synth.plan_corpus(400, "commands", seed=3, vary_flite_speakers=True)
+    assert plan == synth.plan_corpus(400, "commands", seed=3, vary_flite_speakers=True)
+    _check_plan(plan, "commands")
+    varied = [u for u in plan if u.voice.startswith("flite:") and u.split in ("train", "dev")]
+    assert len({u.formant for u in varied}) > 10 and len({u.f0 for u in varied}) > 10
+    for u in varied:
+        assert synth.FLITE_FORMANT[0] <= u.formant <= synth.FLITE_FORMANT[1], u
+        assert synth.FLITE_F0_HZ[0] <= u.f0 <= synth.FLITE_F0_HZ[1], u
+        assert synth.FLITE_TILT_DB[0] <= u.tilt_db <= synth.FLITE_TILT_DB[1], u
+    unvaried = [u for u in plan if u not in varied]  # espeak, and every test split: the voices as they are
+    assert unvaried and all((u.formant, u.f0, u.tilt_db) == (1.0, 0, 0.0) for u in unvaried)
+
+
+def _median_f0(samples: np.ndarray, rate: int = 16000) -> float:
+    """Median pitch in Hz of the voiced 40 ms frames (autocorrelation peak between 60 and 400 Hz)."""
+    frame, found = int(0.04 * rate), []
+    for start in range(0, len(samples) - frame, frame // 4):
+        x = samples[start:start + frame] * np.hanning(frame)
+        if np.sqrt(np.mean(x ** 2)) < 0.02 * np.abs(samples).max():
+            continue
+        ac = np.correlate(x, x, "full")[frame - 1:]
+        lag = rate // 400 + int(np.argmax(ac[rate // 400: rate // 60]))
+        if ac[lag] > 0.4 * ac[0]:
+            found.append(rate / lag)
+    return float(np.median(found))
+
+
+def test_flite_speaker_variation_keeps_the_duration_and_moves_the_pitch(tmp_path):
+    programs = {"sox": "sox", "flite": "flite"}
+    sentence = "set a timer for twenty minutes"
+    as_is = synth.Utterance("1-2-3", "train", "flite:awb", sentence, sentence)
+    other = synth.Utterance("1-2-3", "train", "flite:awb", sentence, sentence, formant=1.25, f0=220, tilt_db=-4.0)
+    synth.synthesize(as_is, tmp_path / "as_is.flac", programs)
+    synth.synthesize(other, tmp_path / "other.flac", programs)
+    a, _ = sf.read(tmp_path / "as_is.flac")
+    b, _ = sf.read(tmp_path / "other.flac")
+    assert abs(len(b) / len(a) - 1) < 0.05
+    assert _median_f0(a) < 150 and abs(_median_f0(b) - 220) < 25
+
+
 def test_command_lines_synth_then_prepare(tmp_path, capsys):
     from rnnt_plugin.data import librispeech
 

@@ -24,6 +24,7 @@ from rnnt_plugin.data.bucketing import BucketingBatchSampler
 from rnnt_plugin.mlperf_logging import parse_log
 from rnnt_plugin.training import train
 from small_model import build_small_model
+from tensorboard_logs import tensorboard_log
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STEPS_PER_EPOCH = 5
@@ -47,16 +48,6 @@ def tiny_cfg(corpus, tmp_path: Path, *overrides: str):
             f"exp_manager.exp_dir={tmp_path / 'exp'}", f"nemo_path={tmp_path / 'model.nemo'}",
             *overrides,
         ])
-
-
-def tensorboard_log(exp_dir: Path):
-    """The run's one TensorBoard event file under ``exp_dir``, loaded (an EventAccumulator)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    (events,) = exp_dir.rglob("events.out.tfevents.*")
-    acc = EventAccumulator(str(events))
-    acc.Reload()
-    return acc
 
 
 class StepRecorder(pl.Callback):

@@ -5,8 +5,9 @@ Usage:
     python -m rnnt_plugin.data.synth /tmp/kjv --utterances 500 --domain bible --speed-warp 0.1
 
 Voices: espeak-ng accents x variants (formant synthesis, random speed 140-200 wpm and pitch 30-70 per
-utterance) and the flite voices kal, kal16, awb, rms (random duration stretch 0.85-1.15). Every utterance can
-also get a sox ``speed`` warp (formants, pitch and tempo together). Output is 16 kHz mono 16-bit FLAC:
+utterance) and the flite voices kal, kal16, awb, rms (random duration stretch 0.85-1.15; optionally each
+utterance another speaker of its voice: vocal-tract length, pitch, spectral tilt). Every utterance can also get a
+sox ``speed`` warp (formants, pitch and tempo together). Output is 16 kHz mono 16-bit FLAC:
 
     OUT_DIR/<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac
     OUT_DIR/<split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt    ("<utt id> <UPPER-CASE TEXT>" lines)
@@ -54,7 +55,10 @@ FLITE_SHARE = 0.4  # share of training utterances spoken by flite (natural voice
 ESPEAK_SPEED_WPM = (140, 200)
 ESPEAK_PITCH = (30, 70)
 FLITE_STRETCH = (0.85, 1.15)
-FLITE_F0_HZ = (90, 250)  # mean pitch drawn for flite voices that take one (not rms), with a formant shift
+# Speaker variation of the (male) flite voices, when asked for: see plan_corpus
+FLITE_FORMANT = (0.9, 1.3)  # formant (vocal-tract length) factor
+FLITE_F0_HZ = (90, 250)  # mean pitch; rms ignores it
+FLITE_TILT_DB = (-6.0, 6.0)  # treble shelf gain above 3 kHz: brighter or duller voice quality
 CHAPTER_OF_SPLIT = {split: 100 + i for i, split in enumerate(SPLITS)}  # keeps utterance ids unique
 
 
@@ -84,6 +88,7 @@ class Utterance:
     warp: float = 1.0  # sox speed factor
     formant: float = 1.0  # flite only: formants and pitch scaled by this, duration kept (see plan_corpus)
     f0: int = 0  # flite only: mean pitch in Hz after the formant shift; 0 keeps the voice's own
+    tilt_db: float = 0.0  # sox treble gain in dB
 
     @property
     def relpath(self) -> Path:
@@ -164,22 +169,21 @@ def _draw_bible(rng: random.Random, n_train: int, n_dev: int, n_test: int) -> tu
 
 def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits: dict | None = None,
                 voices: list[str] | None = None, speed_warp: float = 0.0,
-                formant_shift: float = 0.0) -> list[Utterance]:
+                vary_flite_speakers: bool = False) -> list[Utterance]:
     """Every utterance of the corpus, drawn from ``seed`` alone (same arguments -> same plan).
 
     ``splits`` maps split names to relative weights (default 0.8 train, 0.05 each other split);
     ``voices`` restricts the training voices (names from ``VOICES``, e.g. "espeak:en-us+m3", "flite:kal");
     ``speed_warp`` w gives each utterance a sox speed factor drawn from [1 - w, 1 + w].
-    ``formant_shift`` s gives each flite training or dev utterance a shorter vocal tract: formants scaled by a
-    factor drawn from [1, 1 + s] with the duration kept (flite speaks slower by the factor, sox speeds it up),
-    and a mean pitch drawn from ``FLITE_F0_HZ``: from the four male flite voices, speakers of other sizes.
+    ``vary_flite_speakers`` makes each flite training or dev utterance another speaker of the same voice: a
+    vocal tract of another length (formants scaled by a factor from ``FLITE_FORMANT``, the duration kept: flite
+    speaks slower by the factor and sox speeds it up), a mean pitch from ``FLITE_F0_HZ`` and a spectral tilt from
+    ``FLITE_TILT_DB``. Debian's flite has only four natural voices (all male); the held-out test voice is female.
     """
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
     if not 0.0 <= speed_warp < 0.5:
         raise ValueError(f"speed_warp must be in [0, 0.5), got {speed_warp}")
-    if not 0.0 <= formant_shift < 0.5:
-        raise ValueError(f"formant_shift must be in [0, 0.5), got {formant_shift}")
     train_voices = sorted(set(voices)) if voices else list(TRAIN_VOICES)  # order-free, as the saved config
     bad = [v for v in train_voices if v not in TRAIN_VOICES]
     if bad:
@@ -209,8 +213,9 @@ def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits
             params = (dict(speed=rng.randint(*ESPEAK_SPEED_WPM), pitch=rng.randint(*ESPEAK_PITCH))
                       if voice.startswith("espeak:") else dict(stretch=round(rng.uniform(*FLITE_STRETCH), 3)))
             warp = round(rng.uniform(1 - speed_warp, 1 + speed_warp), 3) if speed_warp else 1.0
-            if formant_shift and voice.startswith("flite:") and split in ("train", "dev"):
-                params.update(formant=round(rng.uniform(1, 1 + formant_shift), 3), f0=rng.randint(*FLITE_F0_HZ))
+            if vary_flite_speakers and voice.startswith("flite:") and split in ("train", "dev"):
+                params.update(formant=round(rng.uniform(*FLITE_FORMANT), 3), f0=rng.randint(*FLITE_F0_HZ),
+                              tilt_db=round(rng.uniform(*FLITE_TILT_DB), 1))
             plan.append(Utterance(f"{speaker}-{chapter}-{index:04d}", split, voice, spoken, transcript,
                                   warp=warp, **params))
     return plan
@@ -231,7 +236,8 @@ def synthesize(utt: Utterance, path: Path, programs: dict[str, str]) -> None:
     """Speak ``utt`` with its engine, then sox -> 16 kHz mono 16-bit FLAC at ``path`` (atomic).
 
     sox runs without dither (-D), so the same utterance gives the same samples every time. Its speed effect
-    applies the warp and the formant shift (the engine spoke ``formant`` times slower to keep the duration).
+    applies the warp and the formant shift (the engine spoke ``formant`` times slower to keep the duration), its
+    treble effect the tilt.
     """
     engine = subprocess.run(_engine_command(utt, programs), input=utt.spoken.encode(), capture_output=True)
     if engine.returncode != 0 or len(engine.stdout) <= 44:  # 44 bytes: a WAV header without samples
@@ -241,6 +247,7 @@ def synthesize(utt: Utterance, path: Path, programs: dict[str, str]) -> None:
                "-t", "flac", str(tmp)]
         speed = utt.warp * utt.formant
         sox += ["speed", f"{speed:.4f}"] if speed != 1.0 else []
+        sox += ["treble", str(utt.tilt_db)] if utt.tilt_db else []
         converted = subprocess.run(sox, input=engine.stdout, capture_output=True)
         if converted.returncode != 0:
             raise RuntimeError(f"sox failed on {utt.utt_id}: {converted.stderr.decode()[-500:]}")
@@ -324,7 +331,8 @@ def _programs(plan: list[Utterance]) -> dict[str, str]:
 
 def generate_corpus(out_dir: str | Path, utterances: int, domain: str = "commands", seed: int = 0,
                     jobs: int = 2, splits: dict | None = None, voices: list[str] | None = None,
-                    speed_warp: float = 0.0, formant_shift: float = 0.0, progress: bool = True) -> CorpusResult:
+                    speed_warp: float = 0.0, vary_flite_speakers: bool = False,
+                    progress: bool = True) -> CorpusResult:
     """Synthesise the corpus planned by ``plan_corpus`` into ``out_dir`` (LibriSpeech layout).
 
     Re-running with the same arguments reuses the FLAC files already there; other arguments on the same
@@ -336,12 +344,12 @@ def generate_corpus(out_dir: str | Path, utterances: int, domain: str = "command
     root = Path(out_dir)
     config = dict(utterances=utterances, domain=domain, seed=seed, splits=dict(splits or DEFAULT_FRACTIONS),
                   voices=sorted(voices) if voices else None, speed_warp=speed_warp)
-    if formant_shift:  # absent when unused: corpora made before the option keep their config
-        config["formant_shift"] = formant_shift
+    if vary_flite_speakers:  # absent when unused: corpora made before the option keep their config
+        config["vary_flite_speakers"] = True
     config_path = root / "synth_config.json"
     if config_path.exists() and json.loads(config_path.read_text()) != config:
         raise ValueError(f"out_dir {root} holds a corpus made with other arguments ({config_path}); use a new one")
-    plan = plan_corpus(utterances, domain, seed, splits, voices, speed_warp, formant_shift)
+    plan = plan_corpus(utterances, domain, seed, splits, voices, speed_warp, vary_flite_speakers)
     programs = _programs(plan)
     fileio.write_json(config_path, config)
 
@@ -388,11 +396,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--voices", default=None,
                         help="comma-separated training voices, e.g. espeak:en-us+m3,flite:kal")
     parser.add_argument("--speed-warp", type=float, default=0.0, help="sox speed factor drawn from [1-w, 1+w]")
-    parser.add_argument("--formant-shift", type=float, default=0.0,
-                        help="flite formants scaled by a factor from [1, 1+s], duration kept; pitch drawn anew")
+    parser.add_argument("--vary-flite-speakers", action="store_true",
+                        help="each flite training utterance with its own vocal-tract length, pitch and spectral tilt")
     args = parser.parse_args(argv)
     result = generate_corpus(args.out_dir, args.utterances, args.domain, args.seed, args.jobs, args.splits,
-                             args.voices.split(",") if args.voices else None, args.speed_warp, args.formant_shift)
+                             args.voices.split(",") if args.voices else None, args.speed_warp,
+                             args.vary_flite_speakers)
     print(json.dumps({"root": str(result.root), "counts": result.counts, "synthesized": result.synthesized,
                       "reused": result.reused, "seconds": round(result.seconds, 1)}))
 
