@@ -106,3 +106,30 @@ def test_lamb_rejects_bad_arguments(kwargs):
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=name):
         LAMB([torch.nn.Parameter(torch.ones(1))], **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_cpu_update_equals_the_foreach_update(dtype, monkeypatch):
+    """The fused CPU passes (lamb_cpu) and the torch._foreach_* form give the same weights and moments over a few
+    steps: clipping, a group without weight decay, one without gradient averaging, tensors of several chunks."""
+    def run(fused: bool):
+        if not fused:
+            monkeypatch.setattr("rnnt_plugin.optim.lamb._fused_cpu_ok", lambda t: False)
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.randn(shape, generator=gen, dtype=dtype).requires_grad_()
+                  for shape in [(300, 700), (513,), (64, 3), (5,)]]
+        opt = LAMB([{"params": params[:2]}, {"params": params[2:3], "weight_decay": 0.0},
+                    {"params": params[3:], "grad_averaging": False}], lr=0.01, max_grad_norm=5.0)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen, dtype=dtype)
+            opt.step()
+        monkeypatch.undo()
+        return [p.detach() for p in params], [s[k] for s in opt.state.values() for k in ("exp_avg", "exp_avg_sq")]
+
+    (fused_w, fused_m), (foreach_w, foreach_m) = run(True), run(False)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+    for a, b in zip(fused_w + fused_m, foreach_w + foreach_m):
+        torch.testing.assert_close(a, b, **tol)
+    assert not torch.equal(fused_w[0], torch.randn((300, 700), generator=torch.Generator().manual_seed(0),
+                                                   dtype=dtype))  # the weights moved

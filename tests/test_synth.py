@@ -104,7 +104,7 @@ def test_missing_engine_is_named(tmp_path, monkeypatch):
         synth.generate_corpus(tmp_path / "c", 5, splits={"train": 1.0}, voices=["flite:kal"], progress=False)
 
 
-def test_generated_corpus_layout_and_reuse(synth_corpus):
+def test_generated_corpus_layout_and_reuse(synth_corpus, monkeypatch):
     from tests.conftest import SYNTH_SPLITS, SYNTH_VOICES
 
     root = synth_corpus.data_dir
@@ -129,6 +129,9 @@ def test_generated_corpus_layout_and_reuse(synth_corpus):
     assert (again.synthesized, again.reused, again.counts) == (0, n_lines, SYNTH_SPLITS)
     with pytest.raises(ValueError, match="other arguments"):
         synth.generate_corpus(root, n_lines, seed=1, splits=SYNTH_SPLITS, voices=SYNTH_VOICES, progress=False)
+    monkeypatch.setattr(synth, "ESPEAK_SPEED_WPM", (150, 210))  # a generator of other ranges, the same arguments
+    with pytest.raises(ValueError, match="another version of the generator"):
+        synth.generate_corpus(root, n_lines, seed=0, splits=SYNTH_SPLITS, voices=SYNTH_VOICES, progress=False)
 
 
 def test_synthesis_is_deterministic(tmp_path):

@@ -12,7 +12,7 @@ sox ``speed`` warp (formants, pitch and tempo together). Output is 16 kHz mono 1
     OUT_DIR/<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac
     OUT_DIR/<split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt    ("<utt id> <UPPER-CASE TEXT>" lines)
     OUT_DIR/metadata.jsonl      one line per utterance: split, voice, engine parameters, transcript
-    OUT_DIR/synth_config.json   the arguments; a re-run with the same ones reuses the finished audio
+    OUT_DIR/synth_config.json   the arguments and the plan's digest; a re-run with the same reuses the finished audio
 
 Splits: ``train``; ``dev`` and ``test-sentences`` (held-out sentences, training voices); ``test-voice``
 (the same held-out test sentences, natural voice flite ``slt`` never used in training); ``test-accent`` (the
@@ -23,6 +23,7 @@ engine and sox processes, which do the work).
 """
 
 import argparse
+import hashlib
 import json
 import random
 import subprocess
@@ -342,14 +343,16 @@ def generate_corpus(out_dir: str | Path, utterances: int, domain: str = "command
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     start = time.perf_counter()
     root = Path(out_dir)
+    plan = plan_corpus(utterances, domain, seed, splits, voices, speed_warp, vary_flite_speakers)
+    # the plan's digest as well: a generator whose voices or ranges changed plans other audio for the same paths
+    digest = hashlib.sha256(json.dumps([asdict(u) for u in plan]).encode()).hexdigest()[:16]
     config = dict(utterances=utterances, domain=domain, seed=seed, splits=dict(splits or DEFAULT_FRACTIONS),
-                  voices=sorted(voices) if voices else None, speed_warp=speed_warp)
-    if vary_flite_speakers:  # absent when unused: corpora made before the option keep their config
-        config["vary_flite_speakers"] = True
+                  voices=sorted(voices) if voices else None, speed_warp=speed_warp,
+                  vary_flite_speakers=vary_flite_speakers, plan_digest=digest)
     config_path = root / "synth_config.json"
     if config_path.exists() and json.loads(config_path.read_text()) != config:
-        raise ValueError(f"out_dir {root} holds a corpus made with other arguments ({config_path}); use a new one")
-    plan = plan_corpus(utterances, domain, seed, splits, voices, speed_warp, vary_flite_speakers)
+        raise ValueError(f"out_dir {root} holds a corpus made with other arguments or by another version of the "
+                         f"generator ({config_path}); use a new one")
     programs = _programs(plan)
     fileio.write_json(config_path, config)
 

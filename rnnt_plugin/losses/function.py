@@ -14,6 +14,7 @@ import warnings
 import numba
 import torch
 
+from rnnt_plugin.cpu_threads import follow_torch_threads
 from rnnt_plugin.losses import cpu
 from rnnt_plugin.losses.checks import check_inputs
 
@@ -40,15 +41,6 @@ def _cuda_args(tensors):
 _ROWS_PER_CHUNK = 4
 
 
-def _set_cpu_threads() -> None:
-    """Give Numba torch's thread count. Numba's first use starts its OpenMP pool, which resets the OpenMP thread
-    count that torch shares with it: torch's own setting is put back."""
-    torch_threads = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
-    if torch.get_num_threads() != torch_threads:
-        torch.set_num_threads(torch_threads)
-
-
 def _forward_kernels(x, labels, logit_lengths, target_lengths, blank, buffers) -> None:
     """Fill buffers = (lse, lp_blank, lp_label, alphas, betas, ll) from x (B, T, U+1, V)."""
     lse, lp_blank, lp_label, alphas, betas, ll = buffers
@@ -58,7 +50,7 @@ def _forward_kernels(x, labels, logit_lengths, target_lengths, blank, buffers) -
         arrays, stream = _cuda_args((x, labels, logit_lengths, target_lengths, *buffers))
         cuda_kernels.forward(*arrays[:4], blank, *arrays[4:], stream=stream)
         return
-    _set_cpu_threads()
+    follow_torch_threads()
     with numba.parallel_chunksize(_ROWS_PER_CHUNK):
         cpu.normaliser(x.numpy(), labels.numpy(), logit_lengths.numpy(), target_lengths.numpy(), blank,
                        lse.numpy(), lp_blank.numpy(), lp_label.numpy())
@@ -75,7 +67,7 @@ def _gradient_kernel(x, labels, logit_lengths, target_lengths, blank, buffers, s
         arrays, stream = _cuda_args((x, labels, logit_lengths, target_lengths, *buffers, scale, grad))
         cuda_kernels.gradient(*arrays[:4], blank, *arrays[4:11], fastemit_lambda, clamp, arrays[11], stream=stream)
         return
-    _set_cpu_threads()
+    follow_torch_threads()
     with numba.parallel_chunksize(_ROWS_PER_CHUNK):
         cpu.gradient(x.numpy(), labels.numpy(), logit_lengths.numpy(), target_lengths.numpy(), blank,
                      *(t.numpy() for t in buffers), scale.numpy(), fastemit_lambda, clamp, grad.numpy())

@@ -11,7 +11,8 @@ One ``step()``:
    ``r = ||w|| / ||u||`` (1 when either norm is 0), ``w <- w - lr * r * u``.
    As in apex, the trust ratio is applied only to groups with ``weight_decay != 0`` unless ``use_nvlamb``.
 
-Differences from apex, on purpose: gradients are left untouched (apex overwrites them with the update), a group
+On CPU the per-tensor update runs as two fused Numba passes (:mod:`rnnt_plugin.optim.lamb_cpu`), the same
+arithmetic without the foreach path's parameter-sized temporaries. Differences from apex, on purpose: gradients are left untouched (apex overwrites them with the update), a group
 with no gradient at all does not advance its step counter, and any floating dtype is accepted (the arithmetic
 runs in the parameter's dtype; keep fp32 master weights, as Lightning's mixed precision does).
 """
@@ -21,8 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
+import math
+
 import torch
 from omegaconf import MISSING
+
+from rnnt_plugin.cpu_threads import follow_torch_threads
+from rnnt_plugin.optim import lamb_cpu
 
 __all__ = ["LAMB", "LAMBParams"]
 
@@ -136,6 +142,9 @@ class LAMB(torch.optim.Optimizer):
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             exp_avgs.append(state["exp_avg"])
             exp_avg_sqs.append(state["exp_avg_sq"])
+        if all(_fused_cpu_ok(t) for t in (*params, *grads, *exp_avgs, *exp_avg_sqs)):
+            self._update_group_cpu(group, params, grads, exp_avgs, exp_avg_sqs, float(inv_clip), bc1, bc2)
+            return
 
         scaled = torch._foreach_mul(grads, inv_clip.to(grads[0].device))
         torch._foreach_mul_(exp_avgs, beta1)
@@ -161,6 +170,29 @@ class LAMB(torch.optim.Optimizer):
             ]
             torch._foreach_mul_(update, ratios)
         torch._foreach_add_(params, update, alpha=-group["lr"])
+
+    @staticmethod
+    def _update_group_cpu(group: dict, params, grads, exp_avgs, exp_avg_sqs, clip: float, bc1: float,
+                          bc2: float) -> None:
+        """The update above, per tensor in two fused passes over flat views (see :mod:`lamb_cpu`)."""
+        beta1, beta2 = group["betas"]
+        weight_decay = group["weight_decay"]
+        trust = weight_decay != 0.0 or group["use_nvlamb"]
+        follow_torch_threads()
+        for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+            w, g, m, v = (t.view(-1).numpy() for t in (p.data, g, m, v))
+            cast = w.dtype.type
+            scalars = [cast(x) for x in (bc1, bc2, group["eps"], weight_decay)]
+            w_sq, u_sq = lamb_cpu.moments(
+                w, g, m, v, cast(clip), cast(beta1), cast(1.0 - beta1 if group["grad_averaging"] else 1.0),
+                cast(beta2), cast(1.0 - beta2), *scalars)
+            ratio = math.sqrt(w_sq) / math.sqrt(u_sq) if trust and w_sq > 0 and u_sq > 0 else 1.0
+            lamb_cpu.apply(w, m, v, *scalars, cast(group["lr"] * ratio))
+
+
+def _fused_cpu_ok(t: torch.Tensor) -> bool:
+    """Whether :mod:`lamb_cpu` can update this tensor in place through a NumPy view."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and t.is_contiguous()
 
 
 @dataclass
