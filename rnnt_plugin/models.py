@@ -176,7 +176,8 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
     @property
     def bucketing_sampler(self) -> Optional[BucketingBatchSampler]:
         """The training loader's bucketing sampler, or None."""
-        sampler = getattr(getattr(self, "_train_dl", None), "batch_sampler", None)
+        keyed = getattr(getattr(self, "_train_dl", None), "batch_sampler", None)  # EpochKeyedBatches
+        sampler = getattr(keyed, "sampler", None)
         return sampler if isinstance(sampler, BucketingBatchSampler) else None
 
     def setup_optimization(self, optim_config=None, optim_kwargs=None):

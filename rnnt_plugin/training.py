@@ -73,9 +73,6 @@ class TrainingMonitor(pl.Callback):
         if self._pending is None:
             return
         state, self._pending = self._pending, None
-        sampler = getattr(pl_module, "bucketing_sampler", None)
-        if state.get("sampler") is not None and sampler is not None:
-            sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
         np.random.set_state(("MT19937", state["numpy_rng"]["key"].numpy(), *state["numpy_rng"]["rest"]))
@@ -92,6 +89,10 @@ class TrainingMonitor(pl.Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The sampler's position at once (before any loader iterator exists: with worker processes Lightning
+        starts one before ``on_train_start``), the RNG states when training starts."""
+        if state_dict.get("sampler") is not None and getattr(self, "_sampler", None) is not None:
+            self._sampler.load_state_dict(state_dict["sampler"])
         self._pending = state_dict
 
     def setup(self, trainer, pl_module, stage: str) -> None:

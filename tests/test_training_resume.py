@@ -1,6 +1,6 @@
 """Kill and resume: a run killed mid-epoch and restarted with the same config continues from its last checkpoint
-(model, LAMB, LR policy, EMA, bucketing sampler position, RNG: speed perturbation on) and computes the same losses
-and final weights as an uninterrupted run. (tests/test_ddp.py starts a run from a checkpoint at an epoch's end.)
+(model, LAMB, LR policy, EMA, bucketing sampler position, RNG: speed perturbation on, drawn in 2 DataLoader worker
+processes) and computes the same losses and final weights as an uninterrupted run. (tests/test_ddp.py starts a run from a checkpoint at an epoch's end.)
 """
 
 import pytest
@@ -19,8 +19,9 @@ SPEED = "{polyphase_speed: {prob: 1.0, sr: 16000, min_speed_rate: 0.85, max_spee
 
 
 def _cfg(corpus, tmp_path, run: str):
-    """The tiny run with speed perturbation on: its random rates must resume too (the Python RNG state)."""
+    """The tiny run with speed perturbation on, in worker processes: its random rates must resume too."""
     return tiny_cfg(corpus, tmp_path / run, "mlperf.log_file=false", f"model.train_ds.augmentor={SPEED}",
+                    "model.train_ds.num_workers=2",
                     f"+exp_manager.checkpoint_callback_params.every_n_train_steps={CHECKPOINT_EVERY}",
                     "+exp_manager.checkpoint_callback_params.every_n_epochs=0",
                     "exp_manager.checkpoint_callback_params.save_top_k=-1")

@@ -23,6 +23,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from rnnt_plugin.data.seeded import EpochKeyedBatches, SeededSamples
+
 
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -123,7 +125,8 @@ class BucketingBatchSampler(torch.utils.data.Sampler[list[int]]):
 def bucketed_loader(loader: torch.utils.data.DataLoader, batch_size: int, num_buckets: int, world_size: int,
                     rank: int, seed: int, accumulate: int = 1) -> torch.utils.data.DataLoader:
     """``loader`` (NeMo's manifest DataLoader) rebuilt to draw its batches from a :class:`BucketingBatchSampler`
-    over the manifest's durations; its workers, collation and pinning are kept."""
+    over the manifest's durations, with augmentation seeded per utterance and epoch (:mod:`.seeded`); its
+    workers, collation and pinning are kept."""
     dataset = loader.dataset
     if isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "manifest_processor"):
         raise ValueError(f"model.train_ds.num_buckets needs a manifest (non-tarred) dataset, got "
@@ -131,6 +134,7 @@ def bucketed_loader(loader: torch.utils.data.DataLoader, batch_size: int, num_bu
     durations = [entry.duration for entry in dataset.manifest_processor.collection]
     sampler = BucketingBatchSampler(durations, batch_size, num_buckets, world_size, rank, seed, accumulate)
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=loader.collate_fn, num_workers=loader.num_workers,
+        SeededSamples(dataset, seed), batch_sampler=EpochKeyedBatches(sampler), collate_fn=loader.collate_fn,
+        num_workers=loader.num_workers,
         pin_memory=loader.pin_memory, persistent_workers=loader.persistent_workers,
     )
