@@ -27,8 +27,7 @@ class TrainingMonitor(pl.Callback):
     """Per optimiser step: logs each param group's LR (``lr_<i>``), LAMB's gradient norm before clipping
     (``grad_norm``) and the global throughput (``train_utts_per_s``, the reference's FPS, and
     ``train_audio_s_per_s``; this rank's count times the world size, over the time since the previous step
-    ended, data loading included). Tells the bucketing sampler each epoch's number and keeps its position and the
-    RNG states in checkpoints.
+    ended, data loading included). Keeps the bucketing sampler's position and the RNG states in checkpoints.
     """
 
     def __init__(self):
@@ -65,9 +64,6 @@ class TrainingMonitor(pl.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._step_start = None  # not counting validation and the loader's start
-        sampler = getattr(pl_module, "bucketing_sampler", None)
-        if sampler is not None:  # Lightning sets the epoch of a loader's sampler, not of its batch sampler
-            sampler.set_epoch(trainer.current_epoch)
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self._pending is None:

@@ -12,17 +12,18 @@ One ``step()``:
    As in apex, the trust ratio is applied only to groups with ``weight_decay != 0`` unless ``use_nvlamb``.
 
 On CPU the per-tensor update runs as two fused Numba passes (:mod:`rnnt_plugin.optim.lamb_cpu`), the same
-arithmetic without the foreach path's parameter-sized temporaries. Differences from apex, on purpose: gradients are left untouched (apex overwrites them with the update), a group
+arithmetic without the foreach path's parameter-sized temporaries.
+
+Differences from apex, on purpose: gradients are left untouched (apex overwrites them with the update), a group
 with no gradient at all does not advance its step counter, and any floating dtype is accepted (the arithmetic
 runs in the parameter's dtype; keep fp32 master weights, as Lightning's mixed precision does).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
-
-import math
 
 import torch
 from omegaconf import MISSING
