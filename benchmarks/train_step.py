@@ -1,7 +1,7 @@
 """One training step of the full MLPerf-size RNN-T on CPU: forward + backward + LAMB step, 1 and 2 threads.
 
 Usage:
-    .venv/bin/python benchmarks/train_step.py              # 3 timed steps per thread count (~3-6 min on 2 cores)
+    .venv/bin/python benchmarks/train_step.py              # 3 timed steps per setting (~6-10 min on 2 cores)
     .venv/bin/python benchmarks/train_step.py --steps 1    # quicker, noisier
 
 The network is built from configs/baseline_v3-1023sp.yaml (featurizer, encoder, prediction net, joint: ~49M
@@ -14,8 +14,12 @@ prediction-net forward; joint + loss forward and backward down to the joint's in
 encoder and prediction-net backward from those gradients; optimiser step. `joint_loss_share` is the
 joint + loss time over the whole step (the issue's goal: under 15%). Figures are medians over --steps steps after
 one warm-up step (which also loads the Numba kernels); the machine is shared, so they are noisy.
+Each thread count is measured twice: with the joint in fp32 (the config's default, as the reference's AMP=false) and
+with `joint.training_dtype: bfloat16` (the joint's matrix products in bf16 under autocast, the CPU counterpart of
+the reference's AMP=true; the rest of the model stays fp32).
 There is no peer to race here: NeMo's own CPU loss takes ~53 s for an 8x150x41x1024 batch (see benchmarks/loss.py).
-The last line is a JSON object: audio_s_per_s_1thread, audio_s_per_s_2threads, joint_loss_share (1 thread).
+The last line is a JSON object: audio_s_per_s_1thread, audio_s_per_s_2threads, joint_loss_share (1 thread, fp32
+joint), and the same with the suffix _bf16_joint.
 """
 
 import argparse
@@ -81,15 +85,16 @@ def train_step(m, loss_fn, optimizer, audio, audio_len, targets, target_len) -> 
     return {n: b - a for n, a, b in zip(names, t[:-1], t[1:])}
 
 
-def measure(threads: int, steps: int, modules, optimizer, loss_fn, batch) -> dict:
+def measure(threads: int, joint_dtype, steps: int, modules, optimizer, loss_fn, batch) -> dict:
     torch.set_num_threads(threads)
+    modules["joint"].training_dtype = joint_dtype
     train_step(modules, loss_fn, optimizer, *batch)  # warm-up
     phases = [train_step(modules, loss_fn, optimizer, *batch) for _ in range(steps)]
     totals = [sum(p.values()) for p in phases]
     median = {n: statistics.median(p[n] for p in phases) for n in phases[0]}
     step_s = statistics.median(totals)
     share = statistics.median(p["joint_loss"] / sum(p.values()) for p in phases)
-    row = {"threads": threads, "step_s": round(step_s, 3), "audio_s_per_s": round(BATCH * SECONDS / step_s, 3),
+    row = {"threads": threads, "joint_dtype": joint_dtype or "float32", "step_s": round(step_s, 3), "audio_s_per_s": round(BATCH * SECONDS / step_s, 3),
            "joint_loss_share": round(share, 4), **{f"{n}_s": round(v, 3) for n, v in median.items()}}
     print(json.dumps(row), flush=True)
     return row
@@ -109,16 +114,19 @@ def main():
                      weight_decay=optim_cfg.weight_decay, max_grad_norm=optim_cfg.max_grad_norm)
     loss_fn = RNNTLoss(blank=VOCAB, reduction="mean_batch")
     batch = make_batch(torch.Generator().manual_seed(0))
-    one = measure(1, args.steps, modules, optimizer, loss_fn, batch)
-    two = measure(2, args.steps, modules, optimizer, loss_fn, batch)
-    print(json.dumps({
-        "audio_s_per_s_1thread": one["audio_s_per_s"],
-        "audio_s_per_s_2threads": two["audio_s_per_s"],
-        "joint_loss_share": one["joint_loss_share"],
-        "joint_loss_share_2threads": two["joint_loss_share"],
-        "step_s_1thread": one["step_s"],
-        "step_s_2threads": two["step_s"],
-    }))
+    result = {}
+    for joint_dtype, suffix in ((None, ""), ("bfloat16", "_bf16_joint")):
+        one = measure(1, joint_dtype, args.steps, modules, optimizer, loss_fn, batch)
+        two = measure(2, joint_dtype, args.steps, modules, optimizer, loss_fn, batch)
+        result.update({
+            f"audio_s_per_s_1thread{suffix}": one["audio_s_per_s"],
+            f"audio_s_per_s_2threads{suffix}": two["audio_s_per_s"],
+            f"joint_loss_share{suffix}": one["joint_loss_share"],
+            f"joint_loss_share_2threads{suffix}": two["joint_loss_share"],
+            f"step_s_1thread{suffix}": one["step_s"],
+            f"step_s_2threads{suffix}": two["step_s"],
+        })
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""MLPerfJoint: NeMo's RNNTJoint with MaskDropout, a dropout of the same distribution and gradient."""
+"""MLPerfJoint: NeMo's RNNTJoint with MaskDropout, a dropout of the same distribution and gradient, and an optional
+bf16 training pass."""
 
 import pytest
 import torch
@@ -26,9 +27,12 @@ def test_mask_dropout_zeroes_p_and_scales_the_rest():
         MaskDropout(1.0)
 
 
+JOINT_KWARGS = dict(jointnet={"encoder_hidden": 16, "pred_hidden": 8, "joint_hidden": 12, "activation": "relu",
+                               "dropout": 0.3}, num_classes=9, log_softmax=False)
+
+
 def test_mlperf_joint_is_nemos_joint_with_mask_dropout():
-    kwargs = dict(jointnet={"encoder_hidden": 16, "pred_hidden": 8, "joint_hidden": 12, "activation": "relu",
-                            "dropout": 0.3}, num_classes=9, log_softmax=False)
+    kwargs = JOINT_KWARGS
     joint = MLPerfJoint(**kwargs)
     assert [type(m).__name__ for m in joint.joint_net] == ["ReLU", "MaskDropout", "Linear"]
     from nemo.collections.asr.modules import RNNTJoint
@@ -40,3 +44,31 @@ def test_mlperf_joint_is_nemos_joint_with_mask_dropout():
     joint.eval(), nemo_joint.eval()
     torch.testing.assert_close(joint(encoder_outputs=enc, decoder_outputs=pred),
                                nemo_joint(encoder_outputs=enc, decoder_outputs=pred))  # (B, T, U + 1, V)
+
+
+def test_bf16_training_pass_is_close_to_fp32_and_eval_stays_fp32():
+    torch.manual_seed(0)
+    kwargs = {**JOINT_KWARGS, "jointnet": {**JOINT_KWARGS["jointnet"], "dropout": 0.0}}
+    fp32, bf16 = MLPerfJoint(**kwargs), MLPerfJoint(training_dtype="bfloat16", **kwargs)
+    bf16.load_state_dict(fp32.state_dict())
+    enc, pred = torch.randn(2, 16, 5), torch.randn(2, 8, 3)  # (B, D, T), (B, H, U + 1)
+
+    def logits_and_grads(joint):
+        e, p = enc.clone().requires_grad_(), pred.clone().requires_grad_()
+        out = joint(encoder_outputs=e, decoder_outputs=p)  # (B, T, U + 1, V)
+        out.float().square().sum().backward()
+        return out, [e.grad, p.grad] + [w.grad for w in joint.parameters()]
+
+    ref, ref_grads = logits_and_grads(fp32.train())
+    out, grads = logits_and_grads(bf16.train())
+    assert ref.dtype == torch.float32 and out.dtype == torch.bfloat16
+    assert not torch.equal(out.float(), ref)  # really computed in bf16
+    torch.testing.assert_close(out.float(), ref, rtol=0.02, atol=0.02)
+    for g, r in zip(grads, ref_grads):
+        assert g.dtype == torch.float32  # fp32 weights get fp32 gradients
+        torch.testing.assert_close(g, r, rtol=0.05, atol=0.05 * r.abs().max().item())
+    bf16.eval(), fp32.eval()
+    torch.testing.assert_close(bf16(encoder_outputs=enc, decoder_outputs=pred),
+                               fp32(encoder_outputs=enc, decoder_outputs=pred), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="training_dtype"):
+        MLPerfJoint(training_dtype="float64", **kwargs)
