@@ -236,7 +236,7 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         signal (B, S), transcript (B, U); loss per target token, averaged over the batch.
         """
         encoded, encoded_len = self.forward(input_signal=signal, input_signal_length=signal_len)  # (B, H, T)
-        log_probs = self._ctc_logits(encoded).log_softmax(-1)  # (B, T, V + 1)
+        log_probs = self._ctc_logits(encoded).float().log_softmax(-1)  # (B, T, V + 1); fp32 under a bf16 joint
         loss = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), transcript, encoded_len, transcript_len,
                                             blank=self.joint.num_classes_with_blank - 1, zero_infinity=True)
         if self.logger is not None:  # straight to the logger: self.log would repeat it until the epoch ends

@@ -102,7 +102,7 @@ def test_ctc_warmup_then_transducer_loss(synth_corpus, tmp_path):
 
     rec = EmbeddingGradients()
     train(tiny_cfg(synth_corpus, tmp_path, "model.ctc_warmup.steps=3", "trainer.max_epochs=1",
-                   "mlperf.log_file=false"), [rec])
+                   "mlperf.log_file=false", "model.joint.training_dtype=bfloat16"), [rec])  # both losses take bf16
     assert rec.had_grad == [False] * 3 + [True] * 2  # CTC: no labels enter the prediction net
 
     acc = tensorboard_log(tmp_path / "exp")
