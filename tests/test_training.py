@@ -181,7 +181,7 @@ def test_mlperf_log_has_every_required_key_once(synth_corpus, tmp_path):
         "gradient_accumulation_steps": 1, "opt_name": "lamb", "opt_base_learning_rate": 0.01,
         "opt_lamb_epsilon": 1e-9, "opt_lamb_beta_1": 0.9, "opt_lamb_beta_2": 0.999, "opt_weight_decay": 1e-3,
         "opt_gradient_clip_norm": 1.0, "opt_learning_rate_warmup_epochs": 1, "opt_lamb_learning_rate_hold_epochs": 1,
-        "opt_lamb_learning_rate_decay_poly_power": 0.72, "opt_lamb_learning_rate_min": 1e-5,
+        "opt_lamb_learning_rate_decay_poly_power": 0.78, "opt_lamb_learning_rate_min": 1e-5,
         "opt_learning_rate_alt_decay_func": True, "opt_learning_rate_alt_warmup_func": True,
         "data_train_max_duration": 16.7, "data_speed_perturbaton_max": 1.0, "data_speed_perturbaton_min": 1.0,
         "data_spec_augment_freq_n": 0, "data_spec_augment_freq_min": 0, "data_spec_augment_freq_max": 0,
