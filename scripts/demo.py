@@ -222,6 +222,7 @@ def main():
              f"trainer.max_epochs={args.epochs}", f"trainer.max_time=00:00:{minutes:02d}:{seconds:02d}",
              f"exp_manager.exp_dir={exp_dir}", f"nemo_path={model}"], out / "train.log")
         (out / "train_minutes.txt").write_text(f"{(time.perf_counter() - times['train']) / 60:.2f}\n")
+        (out / "joint_training_dtype.txt").write_text(joint_dtype.replace("null", "float32") + "\n")
     done("train")
     curves = train_curve(exp_dir)
     if curves["train_loss"] or curves["train_ctc_warmup_loss"]:
@@ -258,6 +259,7 @@ def main():
              for name in ("transcribed.json", "transcribed_onnx.json")]
     done("export")
 
+    trained_dtype = out / "joint_training_dtype.txt"  # the run that trained the model (older demos: fp32 only)
     summary = {
         **wers,
         "train_minutes": float((out / "train_minutes.txt").read_text()),
@@ -266,7 +268,7 @@ def main():
         "onnx_text_equal": texts[0] == texts[1],
         "word_timestamps": timestamps,
         "utterances": args.utterances,
-        "joint_training_dtype": joint_dtype.replace("null", "float32"),
+        "joint_training_dtype": trained_dtype.read_text().strip() if trained_dtype.exists() else "float32",
         "model": str(model),
         "training_curve": str(out / "training_curve.png"),
     }
