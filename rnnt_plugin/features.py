@@ -6,6 +6,8 @@ Shape legend: B batch, S audio samples, F mel features, T feature frames.
 (mlcommons/training, ``rnn_speech_recognition/pytorch/common/data/features.py``) applied to each utterance
 on its own: dither (at evaluation too), pre-emphasis, centred STFT with reflection padding, power spectrum,
 Slaney mel filters, log, per-feature normalisation over the valid frames, ``ceil(S / hop)`` frames.
+Optionally (not in the reference) it perturbs vocal-tract length in training: each utterance's spectrum is
+resampled along frequency by its own factor (VTLP, Jaitly and Hinton 2013), a cheap stand-in for more speakers.
 The STFT runs in float64 (the reference's is float32), so the features match the formulas to ~1e-6.
 The reference runs its STFT on the zero-padded batch, so the last frames of a shorter utterance see the
 batch padding instead of the utterance's own reflection; here every utterance is reflected at its own end,
@@ -15,7 +17,7 @@ so a batch gives the same features as each utterance alone (equal to the referen
 batch at once. Frame splicing is not here: the encoder stacks frames.
 """
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import librosa
 import torch
@@ -28,6 +30,7 @@ __all__ = ["MLPerfFilterbankFeatures", "SpecAugment"]
 
 _NORMALIZE_TYPES = ("per_feature", "all_features", None)
 _MEL_BLOCKS = 4  # the mel product runs on 4 blocks of filters, each over its own frequency bins only
+_VTLP_BEND = 0.8  # VTLP scales frequencies below 0.8 x Nyquist (x the factor, if < 1), then bends to keep Nyquist
 
 
 def _filterbank_blocks(fb: torch.Tensor, blocks: int) -> list:
@@ -72,6 +75,9 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
         dither: std of the white noise added to the audio, in training and evaluation alike (1e-5); 0 for
             deterministic features.
         normalize_eps: added to the std before dividing (1e-5 in the reference).
+        vtlp: None (the reference) or [low, high]: in training only, each utterance's spectrum is resampled so
+            that a frequency f moves to a * f, a uniform in [low, high] (a > 1: formants up, a shorter vocal
+            tract), piecewise linear so that Nyquist stays put; evaluation and export never warp.
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
         log_zero_guard: float = 1e-20,
         dither: float = 1e-5,
         normalize_eps: float = 1e-5,
+        vtlp: Optional[Sequence[float]] = None,
     ):
         if not isinstance(sample_rate, int) or sample_rate <= 0:
             raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}")
@@ -109,6 +116,8 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
             raise ValueError(f"normalize must be one of {_NORMALIZE_TYPES}, got {normalize!r}")
         if dither < 0:
             raise ValueError(f"dither must be >= 0, got {dither}")
+        if vtlp is not None and (len(vtlp) != 2 or not 0 < vtlp[0] <= vtlp[1]):
+            raise ValueError(f"vtlp must be null or [low, high] with 0 < low <= high, got {vtlp!r}")
         super().__init__(win_length, hop_length)
         if window not in self.torch_windows or window is None:
             raise ValueError(f"window must be one of 'hann', 'hamming', 'blackman', 'bartlett', 'ones', got {window!r}")
@@ -122,6 +131,7 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
         self.log_zero_guard = log_zero_guard
         self.dither = dither
         self.normalize_eps = normalize_eps
+        self.vtlp = tuple(float(a) for a in vtlp) if vtlp is not None else None
 
         window_fn = self.torch_windows[window]
         kwargs = dict(dtype=torch.float64) if window == "ones" else dict(periodic=False, dtype=torch.float64)
@@ -225,6 +235,27 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
         fb = self.fb.to(power.dtype)
         return torch.cat([power[..., a:b] @ fb[lo:hi, a:b].t() for lo, hi, a, b in self._fb_blocks], dim=-1)
 
+    def _vtlp_filterbanks(self, batch: int) -> torch.Tensor:
+        """(B, F, K) mel filterbanks, each applied to its utterance's spectrum warped by a random factor a.
+
+        The warped power at bin k is the power at bin src(k), linearly interpolated: src(k) = k / a up to the
+        bend b, then a straight line to Nyquist. Interpolation is the (K, K) matrix W, so fb @ W filters the
+        unwarped spectrum: a (B, T, K) x (B, K, F) product instead of a (B, T, K) gather.
+        """
+        k = self.fb.shape[1]
+        nyquist = k - 1
+        a = torch.empty(batch, 1, device=self.fb.device).uniform_(*self.vtlp)  # (B, 1)
+        bins = torch.arange(k, device=self.fb.device, dtype=torch.float32)[None, :]  # (1, K)
+        bend = _VTLP_BEND * nyquist * a.clamp(max=1.0)  # (B, 1): bend / a <= 0.8 Nyquist, so src stays in range
+        above = bend / a + (bins - bend) * (nyquist - bend / a) / (nyquist - bend)
+        src = torch.where(bins <= bend, bins / a, above)  # (B, K)
+        low = src.floor().clamp(max=nyquist - 1)
+        frac = (src - low).unsqueeze(-1)  # (B, K, 1)
+        low = low.long().unsqueeze(-1)
+        warp = torch.zeros(batch, k, k, device=self.fb.device)
+        warp.scatter_(2, low, 1.0 - frac).scatter_add_(2, low + 1, frac)  # (B, K, K) rows: interpolation weights
+        return self.fb @ warp
+
     def _normalize(self, x: torch.Tensor, valid: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """Mean/unbiased-std normalisation over valid frames; x (B, T, F), valid (B, T, 1), frames (B,)."""
         dims = (1,) if self.normalize == "per_feature" else (1, 2)
@@ -243,7 +274,10 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
         if self.dither > 0:
             x = torch.add(x, torch.randn_like(input_signal), alpha=self.dither)
         x = self._power_spectrum(self._preemphasis_reflect(x, length))  # (B, T, n_fft // 2 + 1)
-        x = self._mel(x)  # (B, T, F)
+        if self.vtlp is not None and self.training:
+            x = x @ self._vtlp_filterbanks(x.shape[0]).transpose(1, 2)  # (B, T, F)
+        else:
+            x = self._mel(x)  # (B, T, F)
         if self.log:
             x = torch.log(x + self.log_zero_guard)
         frames = self.get_seq_len(length)  # (B,)

@@ -170,6 +170,33 @@ def test_dither_applies_in_eval_and_zero_dither_is_deterministic(speech):
     assert torch.isfinite(first).all() and moved.mean() < 0.1, moved.mean()
 
 
+def test_vtlp_warps_in_training_only_and_factor_one_changes_nothing(speech):
+    audio, lens = batch(speech[:2])
+    plain = featurizer()(input_signal=audio, length=lens)[0]
+    warped = featurizer(vtlp=[0.9, 1.1])
+    torch.testing.assert_close(warped(input_signal=audio, length=lens)[0], plain)  # eval: never warped
+    warped.train()
+    first = warped(input_signal=audio, length=lens)[0]
+    assert not torch.equal(first, plain) and not torch.equal(first, warped(input_signal=audio, length=lens)[0])
+    identity = featurizer(vtlp=[1.0, 1.0]).train()  # the warp matrix is the identity: the same features
+    torch.testing.assert_close(identity(input_signal=audio, length=lens)[0], plain, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("factor", [0.8, 1.25])
+def test_vtlp_moves_a_tone_by_its_factor(factor):
+    """A 1 kHz tone warped by a peaks in the mel band of an a kHz tone, or the next one (warping widens the peak
+    by a); the bend is above 0.8 x 0.8 x Nyquist."""
+    t = np.arange(SR) / SR
+    tones = [np.sin(2 * np.pi * hz * t) for hz in (1000.0, 1000.0 * factor)]
+    model = featurizer(normalize=None)
+    peak = [int(model(input_signal=torch.tensor(x, dtype=torch.float32)[None], length=torch.tensor([SR]))[0][
+        0, :, 10:-10].mean(-1).argmax()) for x in tones]
+    warped = featurizer(normalize=None, vtlp=[factor, factor]).train()
+    feats = warped(input_signal=torch.tensor(tones[0], dtype=torch.float32)[None], length=torch.tensor([SR]))[0]
+    moved = int(feats[0, :, 10:-10].mean(-1).argmax())
+    assert abs(peak[1] - peak[0]) >= 5 and abs(moved - peak[1]) <= 1, (peak, moved, factor)
+
+
 def test_rejects_bad_input():
     model = featurizer()
     audio = torch.randn(2, 1000)
@@ -185,6 +212,9 @@ def test_rejects_bad_input():
         MLPerfFilterbankFeatures(**{**MLPERF, "window": "kaiser"})
     with pytest.raises(ValueError, match="n_fft"):
         MLPerfFilterbankFeatures(**{**MLPERF, "n_fft": 256})
+    for vtlp in ([1.1, 0.9], [0.0, 1.0], [0.9]):
+        with pytest.raises(ValueError, match="vtlp"):
+            MLPerfFilterbankFeatures(**{**MLPERF, "vtlp": vtlp})
 
 
 def test_from_config_dict_through_nemo():
