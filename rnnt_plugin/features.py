@@ -6,12 +6,12 @@ Shape legend: B batch, S audio samples, F mel features, T feature frames.
 (mlcommons/training, ``rnn_speech_recognition/pytorch/common/data/features.py``) applied to each utterance
 on its own: dither (at evaluation too), pre-emphasis, centred STFT with reflection padding, power spectrum,
 Slaney mel filters, log, per-feature normalisation over the valid frames, ``ceil(S / hop)`` frames.
-Optionally (not in the reference) it perturbs vocal-tract length in training: each utterance's spectrum is
-resampled along frequency by its own factor (VTLP, Jaitly and Hinton 2013), a cheap stand-in for more speakers.
 The STFT runs in float64 (the reference's is float32), so the features match the formulas to ~1e-6.
 The reference runs its STFT on the zero-padded batch, so the last frames of a shorter utterance see the
 batch padding instead of the utterance's own reflection; here every utterance is reflected at its own end,
 so a batch gives the same features as each utterance alone (equal to the reference run on that utterance).
+Optionally (not in the reference) it perturbs vocal-tract length in training: each utterance's spectrum is
+resampled along frequency by its own factor (VTLP, Jaitly and Hinton 2013), a cheap stand-in for more speakers.
 
 ``SpecAugment`` draws the reference's masks (frequency and time bands, adaptive time width) for the whole
 batch at once. Frame splicing is not here: the encoder stacks frames.
