@@ -22,6 +22,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,6 +104,22 @@ def plot_curve(curves: dict, png: Path) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
+
+
+def wer_by_voice(predictions: Path, metadata: Path) -> dict:
+    """WER per voice of one test split: {"espeak": wer, "flite:awb": wer, ...} (espeak's accents and variants
+    together), from examples/evaluate.py's per-utterance word errors and the corpus's metadata.jsonl."""
+    voice_of = {}
+    for line in open(metadata):
+        row = json.loads(line)
+        voice_of[row["utt_id"]] = "espeak" if row["voice"].startswith("espeak:") else row["voice"]
+    errors, words = defaultdict(int), defaultdict(int)
+    for line in open(predictions):
+        row = json.loads(line)
+        voice = voice_of[Path(row["audio_filepath"]).stem]
+        errors[voice] += row["word_errors"]
+        words[voice] += len(row["text"].split())
+    return {voice: round(errors[voice] / words[voice], 4) for voice in sorted(words)}
 
 
 def dithered_copies(paths, out_dir: Path, seed: int, dither: float = 1e-5) -> list:
@@ -233,6 +250,8 @@ def main():
                  *[arg for s in TEST_SPLITS for arg in ("--manifest", manifests[s])]], out / "evaluate.log")
     results = [json.loads(line) for line in lines.splitlines() if line.startswith("{")]
     wers = {TEST_SPLITS[Path(r["manifest"]).stem]: round(r["wer"], 4) for r in results}
+    sentences_by_voice = wer_by_voice(out / "predictions" / "test-sentences.predictions.json",
+                                      corpus / "metadata.jsonl")
     done("evaluate")
 
     stage("transcribe")
@@ -262,6 +281,7 @@ def main():
     trained_dtype = out / "joint_training_dtype.txt"  # the run that trained the model (older demos: fp32 only)
     summary = {
         **wers,
+        "wer_heldout_sentences_by_voice": sentences_by_voice,
         "train_minutes": float((out / "train_minutes.txt").read_text()),
         "total_minutes": round((time.perf_counter() - start) / 60, 2),
         "stage_minutes": {k: v for k, v in times.items()},
@@ -277,6 +297,8 @@ def main():
     print(f"{'test set':<38}{'WER %':>8}")
     for split, key in TEST_SPLITS.items():
         print(f"{split + ' (' + key + ')':<38}{100 * wers[key]:>8.1f}")
+    print("held-out sentences by training voice, WER %: "
+          + ", ".join(f"{voice} {100 * wer:.1f}" for voice, wer in sentences_by_voice.items()))
     print("minutes per stage: " + ", ".join(f"{k} {v}" for k, v in times.items()))
     if timestamps.get("words"):
         print(f"word times on {timestamps['transcribed_right']}/{timestamps['utterances']} timed test sentences "
