@@ -13,14 +13,16 @@ from typing import Any, Optional, Sequence
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
-from nemo.utils.exp_manager import exp_manager
+from nemo.utils.exp_manager import StatelessTimer, exp_manager
 from omegaconf import DictConfig, OmegaConf
 
 from rnnt_plugin.mlperf_logging import MLPerfLogger, run_constants
 from rnnt_plugin.models import MLPerfRNNTModel
 from rnnt_plugin.optim.ema import EMA
+from rnnt_plugin.optim.lr_policy import MLPerfLRPolicy
 
 
 class TrainingMonitor(pl.Callback):
@@ -95,6 +97,36 @@ class TrainingMonitor(pl.Callback):
         self._sampler = getattr(pl_module, "bucketing_sampler", None)
 
 
+class LRTimeBudget(pl.Callback):
+    """Before each training batch, tells every :class:`MLPerfLRPolicy` with ``time_budget_epochs`` the share of
+    ``trainer.max_time`` spent (Lightning's timer: validation included, restored on resume), so that its schedule
+    ends with the budget. NeMo's per-run budget (``exp_manager.max_time_per_run``) restarts its clock on resume,
+    which would restart the schedule: refused."""
+
+    def __init__(self):
+        self._policies: list = []
+        self._timer: Optional[Timer] = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._policies = [c.scheduler for c in trainer.lr_scheduler_configs
+                          if isinstance(c.scheduler, MLPerfLRPolicy) and c.scheduler.time_budget_epochs is not None]
+        self._timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if not self._policies:
+            return
+        if self._timer is None or self._timer.time_remaining() is None or isinstance(self._timer, StatelessTimer):
+            raise ValueError("optim.sched.time_budget_epochs needs trainer.max_time (and no "
+                             "exp_manager.max_time_per_run, whose clock restarts on resume): the LR policy is laid "
+                             "over that time budget")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not self._policies:
+            return
+        elapsed = self._timer.time_elapsed()
+        fraction = elapsed / (elapsed + self._timer.time_remaining())  # remaining: the budget less elapsed
+        for policy in self._policies:
+            policy.set_budget_fraction(fraction)
+
+
 def _mlperf_logger(cfg: DictConfig, log_dir: Optional[Path]) -> Optional[MLPerfLogger]:
     mlperf = cfg.get("mlperf")
     if not mlperf or mlperf.get("log_file") is False:
@@ -114,7 +146,7 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> MLPerfRNNTM
     ``<exp_manager log dir>/<name>.nemo``. ``callbacks`` are added to the trainer's (e.g. by tests).
     """
     pl.seed_everything(cfg.get("seed", 1), workers=True)
-    all_callbacks = [TrainingMonitor(), *callbacks]
+    all_callbacks = [TrainingMonitor(), LRTimeBudget(), *callbacks]
     ema_cfg = cfg.get("ema") or {}
     if ema_cfg.get("decay") is not None:
         all_callbacks.append(EMA(decay=ema_cfg.decay, start_step=ema_cfg.get("start_step", 0)))

@@ -184,8 +184,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(REPO / "demo_output"), help="output directory (reused on re-runs)")
     parser.add_argument("--utterances", type=int, default=6000, help="synthetic corpus size, all splits")
-    parser.add_argument("--train-minutes", type=float, default=18.0, help="training time budget")
-    parser.add_argument("--epochs", type=int, default=30, help="epochs, if the time budget allows them")
+    parser.add_argument("--train-minutes", type=float, help="training time budget (configs/demo_cpu.yaml: 18)")
+    parser.add_argument("--epochs", type=int, help="epochs, if the time budget allows them (demo_cpu.yaml: 30)")
     parser.add_argument("--vocab-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2)
@@ -229,15 +229,18 @@ def main():
     stage("train")
     joint_dtype = joint_training_dtype(args.joint_dtype)
     if not model.exists():
-        minutes = int(args.train_minutes)
-        seconds = round((args.train_minutes - minutes) * 60)
-        run([py, "examples/train.py", "--config-name", "small_cpu",
+        budget = []
+        if args.train_minutes is not None:
+            minutes = int(args.train_minutes)
+            budget.append(f"trainer.max_time=00:00:{minutes:02d}:{round((args.train_minutes - minutes) * 60):02d}")
+        if args.epochs is not None:
+            budget.append(f"trainer.max_epochs={args.epochs}")
+        run([py, "examples/train.py", "--config-name", "demo_cpu",
              f"model.tokenizer.dir={tokenizer_dir}",
              f"model.train_ds.manifest_filepath={manifests['train']}",
              f"model.validation_ds.manifest_filepath={manifests['dev']}",
              f"model.joint.training_dtype={joint_dtype}",
-             f"trainer.max_epochs={args.epochs}", f"trainer.max_time=00:00:{minutes:02d}:{seconds:02d}",
-             f"exp_manager.exp_dir={exp_dir}", f"nemo_path={model}"], out / "train.log")
+             *budget, f"exp_manager.exp_dir={exp_dir}", f"nemo_path={model}"], out / "train.log")
         (out / "train_minutes.txt").write_text(f"{(time.perf_counter() - times['train']) / 60:.2f}\n")
         (out / "joint_training_dtype.txt").write_text(joint_dtype.replace("null", "float32") + "\n")
     done("train")

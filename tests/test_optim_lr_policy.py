@@ -80,6 +80,25 @@ def test_steps_per_epoch_derived_from_max_steps_and_checked():
         MLPerfLRPolicy(bad, steps_per_epoch=10)
 
 
+def test_time_budget_places_the_policy_by_the_share_of_budget_spent():
+    """Under a time budget the steps taken do not matter: 4 epochs of 10 steps laid over the budget, so spending
+    f of it puts the next step at s = 40 f, whatever the step count."""
+    opt = _sgd_two_groups()
+    sched = MLPerfLRPolicy(opt, warmup_epochs=1, hold_epochs=1, lr_exp_gamma=0.5, min_lr=0.0, steps_per_epoch=10,
+                           time_budget_epochs=4)
+    expected = {0.0: 1 / 11, 0.25: 1.0, 0.5: 1.0, 0.55: 0.5, 0.76: 0.25, 1.0: 0.25, 1.5: 0.25}  # 1.5: clamped to 1
+    for fraction, scale in expected.items():
+        sched.set_budget_fraction(fraction)
+        for _ in range(3):  # more steps at the same share of the budget: the same LR
+            opt.step()
+            sched.step()
+            assert [g["lr"] for g in opt.param_groups] == pytest.approx([scale, 0.5 * scale]), fraction
+    with pytest.raises(ValueError, match="time_budget_epochs"):
+        MLPerfLRPolicy(_sgd_two_groups(), steps_per_epoch=10).set_budget_fraction(0.5)
+    with pytest.raises(ValueError, match="time_budget_epochs"):
+        MLPerfLRPolicy(_sgd_two_groups(), steps_per_epoch=10, time_budget_epochs=0)
+
+
 @pytest.mark.parametrize("args_style", ["flat", "auto"])
 def test_nemo_optim_config_builds_lamb_and_policy(args_style):
     """A NeMo ModelPT's `setup_optimization` turns an `optim:` section into our LAMB and our policy."""

@@ -16,12 +16,14 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import Timer
 from mlperf_logging.compliance_checker import mlp_compliance
 from nemo.collections.asr.parts.preprocessing.perturb import process_augmentations
 from nemo.collections.asr.parts.preprocessing.segment import AudioSegment
 
 from rnnt_plugin.data.bucketing import BucketingBatchSampler
 from rnnt_plugin.mlperf_logging import parse_log
+from rnnt_plugin.optim import mlperf_lr_scale
 from rnnt_plugin.training import train
 from small_model import build_small_model
 from tensorboard_logs import tensorboard_log
@@ -87,6 +89,36 @@ def test_bucketing_lr_groups_and_step_logging(synth_corpus, tmp_path):
         assert tag in tags, (tag, tags)
         values = [e.value for e in acc.Scalars(tag)]
         assert len(values) == STEPS_PER_EPOCH and all(v > 0 for v in values), (tag, values)
+
+
+def test_time_budget_lays_the_lr_policy_over_max_time(synth_corpus, tmp_path, monkeypatch):
+    """With ``time_budget_epochs`` the LR follows the share of ``trainer.max_time`` spent. A fake clock (one second
+    per optimiser step, a 10 s budget) makes it exact: 4 epochs of 5 steps over 10 s put the step after b steps
+    at the policy's s = 2 b, twice as far as counting steps would (s = b + 1); the timer ends the run after ~10
+    steps."""
+    clock = {"s": 0.0}
+    monkeypatch.setattr(Timer, "time_elapsed", lambda self, stage=None: clock["s"])
+
+    class Tick(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            clock["s"] = float(trainer.global_step)
+
+    model = train(tiny_cfg(synth_corpus, tmp_path, "model.optim.sched.time_budget_epochs=4",
+                           "trainer.max_time=00:00:00:10", "trainer.max_epochs=100", "mlperf.log_file=false"),
+                  [Tick()])
+    assert 10 <= model.trainer.global_step <= 11
+    sched, peak = model.cfg.optim.sched, model.cfg.optim.lr
+    logged = [(e.step, e.value) for e in tensorboard_log(tmp_path / "exp").Scalars("lr_0")]
+    assert len(logged) == model.trainer.global_step
+    for b, lr in logged:  # logged at step b, after batch b's optimiser step: the LR of the step that follows
+        scale = mlperf_lr_scale(2 * b, STEPS_PER_EPOCH, sched.warmup_epochs, sched.hold_epochs,
+                                sched.lr_exp_gamma)
+        assert lr == pytest.approx(max(scale * peak, sched.min_lr), rel=1e-6), b
+
+
+def test_time_budget_without_max_time_is_refused(synth_corpus, tmp_path):
+    with pytest.raises(ValueError, match="trainer.max_time"):
+        train(tiny_cfg(synth_corpus, tmp_path, "model.optim.sched.time_budget_epochs=4", "mlperf.log_file=false"))
 
 
 def test_ctc_warmup_then_transducer_loss(synth_corpus, tmp_path):

@@ -15,6 +15,12 @@ decay is a staircase: fractional epochs do not enter, every step of epoch ``e`` 
 Here ``last_epoch`` (PyTorch's name) counts optimiser steps already taken, so the LR for the next step is that of
 ``s = last_epoch + 1`` and ``e = ceil(s / steps_per_epoch)``. ``initial_lr_group`` is the group's LR when the
 scheduler was built times the group's optional ``lr_factor`` key (the model's per-module factors).
+
+With a time budget (``time_budget_epochs``, for runs stopped by ``trainer.max_time``) the policy's position is
+the share of the budget spent, not the steps taken: ``s = f * time_budget_epochs * steps_per_epoch`` for the
+fraction ``f`` of the budget used, which :class:`rnnt_plugin.training.LRTimeBudget` sets before each step. The
+schedule then ends where the clock does on any machine: a slower one takes fewer steps, but its LR still decays
+as far as a faster one's, instead of being cut off at a higher LR.
 """
 
 from __future__ import annotations
@@ -37,9 +43,10 @@ def _check_int(name: str, value, minimum: int) -> int:
 
 
 def mlperf_lr_scale(
-    step: int, steps_per_epoch: int, warmup_epochs: int, hold_epochs: int, lr_exp_gamma: float
+    step: float, steps_per_epoch: int, warmup_epochs: int, hold_epochs: int, lr_exp_gamma: float
 ) -> float:
-    """Multiplier ``a`` of the peak LR for the reference's 1-based optimiser step ``step`` (formula above)."""
+    """Multiplier ``a`` of the peak LR for the reference's 1-based optimiser step ``step`` (formula above; a
+    fractional ``step`` under a time budget)."""
     warmup_steps = warmup_epochs * steps_per_epoch
     hold_steps = hold_epochs * steps_per_epoch
     if step < warmup_steps:
@@ -64,6 +71,8 @@ class MLPerfLRPolicy(torch.optim.lr_scheduler.LRScheduler):
         num_epochs: training epochs; only used to derive ``steps_per_epoch``.
         max_steps: total optimiser steps; only used to derive ``steps_per_epoch`` (the LR stays at its
             decayed value past it, as in the reference).
+        time_budget_epochs: None (steps set the position) or the epochs the schedule is laid over when the run is
+            stopped by a time budget: position ``budget_fraction * time_budget_epochs`` epochs (module docstring).
         last_epoch: index of the last step taken, -1 for a fresh start (PyTorch convention).
     """
 
@@ -78,6 +87,7 @@ class MLPerfLRPolicy(torch.optim.lr_scheduler.LRScheduler):
         steps_per_epoch: Optional[int] = None,
         num_epochs: Optional[int] = None,
         max_steps: Optional[int] = None,
+        time_budget_epochs: Optional[float] = None,
         last_epoch: int = -1,
     ):
         self.warmup_epochs = _check_int("warmup_epochs", warmup_epochs, 0)
@@ -89,6 +99,10 @@ class MLPerfLRPolicy(torch.optim.lr_scheduler.LRScheduler):
         self.lr_exp_gamma = float(lr_exp_gamma)
         self.min_lr = float(min_lr)
         self.steps_per_epoch = self._resolve_steps_per_epoch(steps_per_epoch, num_epochs, max_steps)
+        if time_budget_epochs is not None and not time_budget_epochs > 0:
+            raise ValueError(f"time_budget_epochs must be null or > 0, got {time_budget_epochs}")
+        self.time_budget_epochs = time_budget_epochs
+        self.budget_fraction = 0.0
         for i, group in enumerate(optimizer.param_groups):
             factor = group.get("lr_factor", 1.0)
             if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
@@ -110,10 +124,20 @@ class MLPerfLRPolicy(torch.optim.lr_scheduler.LRScheduler):
                              "pass steps_per_epoch explicitly")
         return max_steps // num_epochs
 
+    def set_budget_fraction(self, fraction: float) -> None:
+        """The share of the time budget spent, in [0, 1]; it places the next ``step()`` (``time_budget_epochs``)."""
+        if self.time_budget_epochs is None:
+            raise ValueError("set_budget_fraction needs time_budget_epochs")
+        self.budget_fraction = min(max(float(fraction), 0.0), 1.0)
+
     def lr_at(self, steps_done: int) -> list[float]:
-        """Every group's LR for the optimiser step after ``steps_done`` steps (pure; does not change state)."""
+        """Every group's LR for the optimiser step after ``steps_done`` steps (pure; does not change state); under
+        a time budget, for the current ``budget_fraction`` whatever ``steps_done``."""
+        step = steps_done + 1
+        if self.time_budget_epochs is not None:
+            step = self.budget_fraction * self.time_budget_epochs * self.steps_per_epoch
         scale = mlperf_lr_scale(
-            steps_done + 1, self.steps_per_epoch, self.warmup_epochs, self.hold_epochs, self.lr_exp_gamma
+            step, self.steps_per_epoch, self.warmup_epochs, self.hold_epochs, self.lr_exp_gamma
         )
         return [
             max(scale * base_lr * group.get("lr_factor", 1.0), self.min_lr)
@@ -135,4 +159,5 @@ class MLPerfLRPolicyParams:
     steps_per_epoch: Optional[int] = None
     num_epochs: Optional[int] = None
     max_steps: Optional[int] = None
+    time_budget_epochs: Optional[float] = None
     last_epoch: int = -1
