@@ -15,6 +15,7 @@ from pathlib import Path
 import rnnt_plugin  # noqa: F401  (registers the plugin with NeMo)
 from rnnt_plugin.evaluation import evaluate
 from rnnt_plugin.models import load_model
+from rnnt_plugin.vtln import use_vtln, warps_argument
 
 
 def main():
@@ -23,11 +24,15 @@ def main():
     parser.add_argument("--manifest", required=True, action="append", help="NeMo JSON-lines manifest (repeatable)")
     parser.add_argument("--output-dir", required=True, help="where the per-utterance predictions go")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--vtln-warps", type=warps_argument, metavar="A,B,...",
+                        help="test-time VTLN over these frequency-warp factors (default: the model's vtln_warps)")
     args = parser.parse_args()
     names = [Path(m).stem for m in args.manifest]
     if len(set(names)) != len(names):
         parser.error(f"manifests need distinct file names, got {names}")
     model = load_model(args.model)
+    if args.vtln_warps is not None:
+        use_vtln(model, args.vtln_warps)
     for manifest, name in zip(args.manifest, names):
         output = Path(args.output_dir) / f"{name}.predictions.json"
         result = evaluate(model, manifest, str(output), args.batch_size)

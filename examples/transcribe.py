@@ -23,6 +23,7 @@ from rnnt_plugin.decoding.onnx_greedy import OnnxTranscriber, format_words
 from rnnt_plugin.decoding.streaming import print_stream
 from rnnt_plugin.evaluation import read_manifest, transcribe_files, transcribe_with_timestamps
 from rnnt_plugin.models import load_model
+from rnnt_plugin.vtln import use_vtln, warps_argument
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 
@@ -54,17 +55,22 @@ def main():
                              "examples/export.py --no-dither)")
     parser.add_argument("--stream", type=float, metavar="SECONDS",
                         help="stream each file in chunks of SECONDS (.nemo/.ckpt model), printing partial text")
+    parser.add_argument("--vtln-warps", type=warps_argument, metavar="A,B,...",
+                        help="test-time VTLN over these frequency-warp factors (.nemo or .ckpt; default: the "
+                             "model's vtln_warps)")
     parser.add_argument("--timestamps", action="store_true",
                         help="word start and end times in seconds from the greedy alignment: printed, and as "
                              "words [{word, start, end}] in --output")
     args = parser.parse_args()
 
+    if args.stream and args.vtln_warps:
+        parser.error("--vtln-warps: streaming transcribes each chunk as it comes, without VTLN")
     audio = collect_audio(args.audio, args.manifest)
     if not audio:
         parser.error("no audio given")
     if Path(args.model).is_dir():
-        if args.stream:
-            parser.error("--stream needs a .nemo or .ckpt model")
+        if args.stream or args.vtln_warps:
+            parser.error("--stream and --vtln-warps need a .nemo or .ckpt model")
         transcriber = OnnxTranscriber(args.model)
         if args.no_dither and transcriber.config.dither > 0:
             parser.error(f"--no-dither: {args.model} was exported with dither {transcriber.config.dither}; "
@@ -80,6 +86,8 @@ def main():
         model = load_model(args.model)
         if args.no_dither:
             model.preprocessor.dither = 0.0
+        if args.vtln_warps:
+            use_vtln(model, args.vtln_warps)
         if args.stream:
             print_stream(model, audio, args.stream)
             return

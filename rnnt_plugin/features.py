@@ -12,6 +12,7 @@ batch padding instead of the utterance's own reflection; here every utterance is
 so a batch gives the same features as each utterance alone (equal to the reference run on that utterance).
 Optionally (not in the reference) it perturbs vocal-tract length in training: each utterance's spectrum is
 resampled along frequency by its own factor (VTLP, Jaitly and Hinton 2013), a cheap stand-in for more speakers.
+``get_features(..., warp=a)`` applies the same warp with a chosen factor, for test-time VTLN (``rnnt_plugin.vtln``).
 
 ``SpecAugment`` draws the reference's masks (frequency and time bands, adaptive time width) for the whole
 batch at once. Frame splicing is not here: the encoder stacks frames.
@@ -77,7 +78,8 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
         normalize_eps: added to the std before dividing (1e-5 in the reference).
         vtlp: None (the reference) or [low, high]: in training only, each utterance's spectrum is resampled so
             that a frequency f moves to a * f, a uniform in [low, high] (a > 1: formants up, a shorter vocal
-            tract), piecewise linear so that Nyquist stays put; evaluation and export never warp.
+            tract), piecewise linear so that Nyquist stays put; evaluation and export warp only when asked
+            (``get_features(..., warp=a)``).
     """
 
     def __init__(
@@ -235,8 +237,8 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
         fb = self.fb.to(power.dtype)
         return torch.cat([power[..., a:b] @ fb[lo:hi, a:b].t() for lo, hi, a, b in self._fb_blocks], dim=-1)
 
-    def _vtlp_filterbanks(self, batch: int) -> torch.Tensor:
-        """(B, F, K) mel filterbanks, each applied to its utterance's spectrum warped by a random factor a.
+    def _warped_filterbanks(self, a: torch.Tensor) -> torch.Tensor:
+        """(B, F, K) mel filterbanks, each applied to its utterance's spectrum warped by its factor a (B, 1).
 
         The warped power at bin k is the power at bin src(k), linearly interpolated: src(k) = k / a up to the
         bend b, then a straight line to Nyquist. Interpolation is the (K, K) matrix W, so fb @ W filters the
@@ -244,7 +246,7 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
         """
         k = self.fb.shape[1]
         nyquist = k - 1
-        a = torch.empty(batch, 1, device=self.fb.device).uniform_(*self.vtlp)  # (B, 1)
+        batch = a.shape[0]
         bins = torch.arange(k, device=self.fb.device, dtype=torch.float32)[None, :]  # (1, K)
         bend = _VTLP_BEND * nyquist * a.clamp(max=1.0)  # (B, 1): bend / a <= 0.8 Nyquist, so src stays in range
         above = bend / a + (bins - bend) * (nyquist - bend / a) / (nyquist - bend)
@@ -265,8 +267,10 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
         std = (sq_dev / (count - 1).clamp(min=1)).sqrt()  # unbiased, as torch.std; 0 for a single frame
         return (x - mean) / (std + self.normalize_eps)
 
-    def get_features(self, input_signal: torch.Tensor, length: torch.Tensor):
-        """Audio (B, S) float + lengths (B,) int -> features (B, F, T) + frame counts (B,) int64."""
+    def get_features(self, input_signal: torch.Tensor, length: torch.Tensor, warp: Optional[float] = None):
+        """Audio (B, S) float + lengths (B,) int -> features (B, F, T) + frame counts (B,) int64.
+
+        ``warp``: every utterance's spectrum warped by this factor (as VTLP's, which it overrides in training)."""
         self._check_inputs(input_signal, length)
         # The STFT runs in float64: in float32 its rounding moves the log energy of bands ~70 dB below the
         # frame's peak by up to ~1e-3 (measured against float64 on espeak-ng speech).
@@ -274,8 +278,12 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
         if self.dither > 0:
             x = torch.add(x, torch.randn_like(input_signal), alpha=self.dither)
         x = self._power_spectrum(self._preemphasis_reflect(x, length))  # (B, T, n_fft // 2 + 1)
-        if self.vtlp is not None and self.training:
-            x = x @ self._vtlp_filterbanks(x.shape[0]).transpose(1, 2)  # (B, T, F)
+        if warp is not None:
+            a = torch.full((1, 1), float(warp), device=self.fb.device)  # (1, 1): one filterbank for the batch
+            x = x @ self._warped_filterbanks(a).transpose(1, 2)  # (B, T, F)
+        elif self.vtlp is not None and self.training:
+            a = torch.empty(x.shape[0], 1, device=self.fb.device).uniform_(*self.vtlp)  # (B, 1)
+            x = x @ self._warped_filterbanks(a).transpose(1, 2)  # (B, T, F)
         else:
             x = self._mel(x)  # (B, T, F)
         if self.log:

@@ -29,6 +29,7 @@ from rnnt_plugin.data.sharding import sharded_loader
 from rnnt_plugin.decoding.greedy import PLUGIN_GREEDY_STRATEGY, use_plugin_greedy
 from rnnt_plugin.losses import PLUGIN_LOSS_NAME, resolve_rnnt_loss
 from rnnt_plugin.optim.ema import EMA, ema_state_dict_from_checkpoint, ema_weights_applied
+from rnnt_plugin.vtln import encode_with_vtln
 
 _log = logging.getLogger(__name__)
 
@@ -111,6 +112,15 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
         greedy = self.cfg.decoding.get("greedy", None) or {}
         yield from transcribe_stream(self, audio, chunk_seconds, stats, greedy.get("max_symbols", 30),
                                      greedy.get("max_symbol_per_sample", 300))
+
+    def _transcribe_forward(self, batch, trcfg):
+        """NeMo's; with ``vtln_warps`` in the config, each utterance is encoded at its maximum-likelihood frequency
+        warp (:mod:`rnnt_plugin.vtln`)."""
+        warps = self.cfg.get("vtln_warps")
+        if not warps:
+            return super()._transcribe_forward(batch, trcfg)
+        encoded, encoded_len, _ = encode_with_vtln(self, batch[0], batch[1], warps)
+        return dict(encoded=encoded, encoded_len=encoded_len)
 
     def change_vocabulary(self, new_tokenizer_dir, new_tokenizer_type: str, decoding_cfg: Optional[DictConfig] = None):
         """NeMo's vocabulary change rebuilds its own loss and decoding; put ours back afterwards."""

@@ -1,6 +1,7 @@
 """The CPU demo: synthetic corpus -> preparation -> training -> evaluation -> .nemo -> transcription -> word times
 -> ONNX.
 
+Each test set is evaluated twice: plainly, and with test-time VTLN (rnnt_plugin/vtln.py) over VTLN_WARPS.
 Evaluation dithers the audio (1e-5) as the MLPerf reference does: the synthetic audio has digitally silent
 stretches, whose log-mel features only the dither keeps alike between training and inference. The .nemo and the
 ONNX export are compared on copies of three test files with that dither added once (float WAV), both featurizing
@@ -35,6 +36,14 @@ from rnnt_plugin.data import librispeech, synth  # noqa: E402
 TEST_SPLITS = {"test-sentences": "wer_heldout_sentences", "test-voice": "wer_heldout_voice",
                "test-accent": "wer_heldout_accent"}
 SPLITS = ["train", "dev", *TEST_SPLITS]
+# The test sets are also evaluated with test-time VTLN over these warp factors (rnnt_plugin/vtln.py).
+VTLN_WARPS = (0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2)
+
+
+def test_wers(evaluate_output: str) -> dict:
+    """examples/evaluate.py's JSON lines -> {summary key: WER} of the test sets."""
+    results = [json.loads(line) for line in evaluate_output.splitlines() if line.startswith("{")]
+    return {TEST_SPLITS[Path(r["manifest"]).stem]: round(r["wer"], 4) for r in results}
 
 
 def run(cmd, log_path: Path) -> str:
@@ -249,10 +258,12 @@ def main():
         plot_curve(curves, out / "training_curve.png")
 
     stage("evaluate")
-    lines = run([py, "examples/evaluate.py", "--model", model, "--output-dir", out / "predictions",
-                 *[arg for s in TEST_SPLITS for arg in ("--manifest", manifests[s])]], out / "evaluate.log")
-    results = [json.loads(line) for line in lines.splitlines() if line.startswith("{")]
-    wers = {TEST_SPLITS[Path(r["manifest"]).stem]: round(r["wer"], 4) for r in results}
+    test_manifests = [arg for s in TEST_SPLITS for arg in ("--manifest", manifests[s])]
+    wers = test_wers(run([py, "examples/evaluate.py", "--model", model, "--output-dir", out / "predictions",
+                          *test_manifests], out / "evaluate.log"))
+    vtln_wers = test_wers(run([py, "examples/evaluate.py", "--model", model, "--output-dir", out / "predictions_vtln",
+                               "--vtln-warps", ",".join(map(str, VTLN_WARPS)), *test_manifests],
+                              out / "evaluate_vtln.log"))
     sentences_by_voice = wer_by_voice(out / "predictions" / "test-sentences.predictions.json",
                                       corpus / "metadata.jsonl")
     done("evaluate")
@@ -284,6 +295,8 @@ def main():
     trained_dtype = out / "joint_training_dtype.txt"  # the run that trained the model (older demos: fp32 only)
     summary = {
         **wers,
+        "wer_with_vtln": vtln_wers,
+        "vtln_warps": list(VTLN_WARPS),
         "wer_heldout_sentences_by_voice": sentences_by_voice,
         "train_minutes": float((out / "train_minutes.txt").read_text()),
         "total_minutes": round((time.perf_counter() - start) / 60, 2),
@@ -297,9 +310,9 @@ def main():
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n== summary")
-    print(f"{'test set':<38}{'WER %':>8}")
+    print(f"{'test set':<38}{'WER %':>8}{'with VTLN':>11}")
     for split, key in TEST_SPLITS.items():
-        print(f"{split + ' (' + key + ')':<38}{100 * wers[key]:>8.1f}")
+        print(f"{split + ' (' + key + ')':<38}{100 * wers[key]:>8.1f}{100 * vtln_wers[key]:>11.1f}")
     print("held-out sentences by training voice, WER %: "
           + ", ".join(f"{voice} {100 * wer:.1f}" for voice, wer in sentences_by_voice.items()))
     print("minutes per stage: " + ", ".join(f"{k} {v}" for k, v in times.items()))
