@@ -3,6 +3,7 @@
 Usage:
     python examples/evaluate.py --model model.nemo --manifest DATA/manifests/dev-clean.json \
         --manifest DATA/manifests/test-clean.json --output-dir results/
+    python examples/evaluate.py ... --vtln-warps 0.8,0.9,1.0,1.1,1.2    # with test-time VTLN (rnnt_plugin/vtln.py)
 
 Prints one JSON line per manifest ({"manifest", "wer", "words", "utterances", "predictions"}) and writes
 ``<output-dir>/<manifest name>.predictions.json`` with text, pred_text and word_errors per utterance.
