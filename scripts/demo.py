@@ -40,7 +40,7 @@ SPLITS = ["train", "dev", *TEST_SPLITS]
 VTLN_WARPS = (0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2)
 
 
-def test_wers(evaluate_output: str) -> dict:
+def wers_of(evaluate_output: str) -> dict:
     """examples/evaluate.py's JSON lines -> {summary key: WER} of the test sets."""
     results = [json.loads(line) for line in evaluate_output.splitlines() if line.startswith("{")]
     return {TEST_SPLITS[Path(r["manifest"]).stem]: round(r["wer"], 4) for r in results}
@@ -259,11 +259,11 @@ def main():
 
     stage("evaluate")
     test_manifests = [arg for s in TEST_SPLITS for arg in ("--manifest", manifests[s])]
-    wers = test_wers(run([py, "examples/evaluate.py", "--model", model, "--output-dir", out / "predictions",
-                          *test_manifests], out / "evaluate.log"))
-    vtln_wers = test_wers(run([py, "examples/evaluate.py", "--model", model, "--output-dir", out / "predictions_vtln",
-                               "--vtln-warps", ",".join(map(str, VTLN_WARPS)), *test_manifests],
-                              out / "evaluate_vtln.log"))
+    wers = wers_of(run([py, "examples/evaluate.py", "--model", model, "--output-dir", out / "predictions",
+                        *test_manifests], out / "evaluate.log"))
+    vtln_wers = wers_of(run([py, "examples/evaluate.py", "--model", model, "--output-dir", out / "predictions_vtln",
+                             "--vtln-warps", ",".join(map(str, VTLN_WARPS)), *test_manifests],
+                            out / "evaluate_vtln.log"))
     sentences_by_voice = wer_by_voice(out / "predictions" / "test-sentences.predictions.json",
                                       corpus / "metadata.jsonl")
     done("evaluate")

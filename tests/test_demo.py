@@ -38,3 +38,12 @@ def test_wer_by_voice_groups_espeak_and_keeps_each_natural_voice(demo, tmp_path)
          "pred_text": "play", "word_errors": 1},
     ])
     assert demo.wer_by_voice(predictions, metadata) == {"espeak": 0.1, "flite:awb": 0.5}
+
+
+def test_wers_of_reads_evaluate_output_by_test_set(demo):
+    output = "\n".join([
+        "[NeMo I] restoring the model",
+        json.dumps({"manifest": "/c/manifests/test-voice.json", "wer": 0.31234, "words": 10, "utterances": 2}),
+        json.dumps({"manifest": "/c/manifests/test-sentences.json", "wer": 0.081, "words": 10, "utterances": 2}),
+    ])
+    assert demo.wers_of(output) == {"wer_heldout_voice": 0.3123, "wer_heldout_sentences": 0.081}
