@@ -51,10 +51,9 @@ def _transcript_nll(model, net: GreedyNet, encoded: torch.Tensor, encoded_len: t
     blank = model.joint.num_classes_with_blank - 1
     labels = greedy_search(net, encoded, encoded_len, blank=blank).labels  # B tensors (U_b,)
     label_len = torch.tensor([len(y) for y in labels], device=encoded.device)
-    width = max(int(label_len.max()), 1)
-    targets = torch.full((len(labels), width), 0, dtype=torch.long, device=encoded.device)  # (B, U)
-    for b, y in enumerate(labels):
-        targets[b, : len(y)] = y.to(encoded.device)
+    # (B, U), zero-padded; at least one column, as the loss needs even when every transcript is empty
+    targets = torch.nn.utils.rnn.pad_sequence([*labels, torch.zeros(1, dtype=torch.long)], batch_first=True)[:-1]
+    targets = targets.to(encoded.device)
     pred, _ = model.decoder.predict(targets, state=None, add_sos=True, batch_size=len(labels))  # (B, U + 1, P)
     logits = model.joint.joint(encoded.transpose(1, 2), pred[:, : int(label_len.max()) + 1])  # (B, T, U_max + 1, V)
     return rnnt_loss(logits.float().contiguous(), targets, encoded_len, label_len, blank=blank, reduction="none")
