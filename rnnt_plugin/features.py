@@ -12,13 +12,14 @@ batch padding instead of the utterance's own reflection; here every utterance is
 so a batch gives the same features as each utterance alone (equal to the reference run on that utterance).
 Optionally (not in the reference) it perturbs vocal-tract length in training: each utterance's spectrum is
 resampled along frequency by its own factor (VTLP, Jaitly and Hinton 2013), a cheap stand-in for more speakers.
-``get_features(..., warp=a)`` applies the same warp with a chosen factor, for test-time VTLN (``rnnt_plugin.vtln``).
+``get_features(..., warp=a)`` applies the same warp with a chosen factor, ``get_warped_features`` each factor of a grid
+from one STFT, for test-time VTLN (``rnnt_plugin.vtln``).
 
 ``SpecAugment`` draws the reference's masks (frequency and time bands, adaptive time width) for the whole
 batch at once. Frame splicing is not here: the encoder stacks frames.
 """
 
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence, Tuple
 
 import librosa
 import torch
@@ -267,33 +268,53 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
         std = (sq_dev / (count - 1).clamp(min=1)).sqrt()  # unbiased, as torch.std; 0 for a single frame
         return (x - mean) / (std + self.normalize_eps)
 
-    def get_features(self, input_signal: torch.Tensor, length: torch.Tensor, warp: Optional[float] = None):
-        """Audio (B, S) float + lengths (B,) int -> features (B, F, T) + frame counts (B,) int64.
-
-        ``warp``: every utterance's spectrum warped by this factor (as VTLP's, which it overrides in training)."""
+    def _spectrum(self, input_signal: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        """Audio (B, S) + lengths (B,) -> dithered power spectrum (B, T, n_fft // 2 + 1) float64."""
         self._check_inputs(input_signal, length)
         # The STFT runs in float64: in float32 its rounding moves the log energy of bands ~70 dB below the
         # frame's peak by up to ~1e-3 (measured against float64 on espeak-ng speech).
         x = input_signal.double()  # (B, S)
         if self.dither > 0:
             x = torch.add(x, torch.randn_like(input_signal), alpha=self.dither)
-        x = self._power_spectrum(self._preemphasis_reflect(x, length))  # (B, T, n_fft // 2 + 1)
-        if warp is not None:
-            a = torch.full((1, 1), float(warp), device=self.fb.device)  # (1, 1): one filterbank for the batch
-            x = x @ self._warped_filterbanks(a).transpose(1, 2)  # (B, T, F)
-        elif self.vtlp is not None and self.training:
-            a = torch.empty(x.shape[0], 1, device=self.fb.device).uniform_(*self.vtlp)  # (B, 1)
-            x = x @ self._warped_filterbanks(a).transpose(1, 2)  # (B, T, F)
-        else:
-            x = self._mel(x)  # (B, T, F)
-        if self.log:
-            x = torch.log(x + self.log_zero_guard)
+        return self._power_spectrum(self._preemphasis_reflect(x, length))
+
+    def _features(self, mel: torch.Tensor, length: torch.Tensor):
+        """Mel energies (B, T, F) of audio of lengths (B,) -> log, normalised, masked features (B, F, T) + frame
+        counts (B,) int64."""
+        x = torch.log(mel + self.log_zero_guard) if self.log else mel
         frames = self.get_seq_len(length)  # (B,)
         valid = _valid_frames_mask(frames, x.shape[1]).unsqueeze(-1)  # (B, T, 1)
         if self.normalize is not None:
             x = self._normalize(x, valid, frames)
         x = x.masked_fill(~valid, 0.0).transpose(1, 2)  # (B, F, T)
         return x.contiguous(), frames
+
+    def _warped_mel(self, power: torch.Tensor, warp: float) -> torch.Tensor:
+        """(B, T, K) power -> (B, T, F) mel energies of the spectrum warped by ``warp``."""
+        a = torch.full((1, 1), float(warp), device=self.fb.device)  # (1, 1): one filterbank for the batch
+        return power @ self._warped_filterbanks(a).transpose(1, 2)
+
+    def get_features(self, input_signal: torch.Tensor, length: torch.Tensor, warp: Optional[float] = None):
+        """Audio (B, S) float + lengths (B,) int -> features (B, F, T) + frame counts (B,) int64.
+
+        ``warp``: every utterance's spectrum warped by this factor (as VTLP's, which it overrides in training)."""
+        x = self._spectrum(input_signal, length)  # (B, T, n_fft // 2 + 1)
+        if warp is not None:
+            x = self._warped_mel(x, warp)  # (B, T, F)
+        elif self.vtlp is not None and self.training:
+            a = torch.empty(x.shape[0], 1, device=self.fb.device).uniform_(*self.vtlp)  # (B, 1)
+            x = x @ self._warped_filterbanks(a).transpose(1, 2)  # (B, T, F)
+        else:
+            x = self._mel(x)  # (B, T, F)
+        return self._features(x, length)
+
+    def get_warped_features(self, input_signal: torch.Tensor, length: torch.Tensor,
+                            warps: Sequence[float]) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """``get_features(input_signal, length, warp=a)`` for each factor a of ``warps`` in turn, from one STFT
+        (and so one draw of dither): features (B, F, T) + frame counts (B,)."""
+        power = self._spectrum(input_signal, length)  # (B, T, n_fft // 2 + 1)
+        for a in warps:
+            yield self._features(self._warped_mel(power, a), length)
 
 
 class SpecAugment(NeuralModule):

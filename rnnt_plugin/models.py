@@ -114,8 +114,8 @@ class MLPerfRNNTModel(EncDecRNNTBPEModel):
                                      greedy.get("max_symbol_per_sample", 300))
 
     def _transcribe_forward(self, batch, trcfg):
-        """NeMo's; with ``vtln_warps`` in the config, each utterance is encoded at its maximum-likelihood frequency
-        warp (:mod:`rnnt_plugin.vtln`)."""
+        """NeMo's; with ``vtln_warps`` in the config, each utterance is encoded at the frequency warp of its most
+        likely transcript (:mod:`rnnt_plugin.vtln`)."""
         warps = self.cfg.get("vtln_warps")
         if not warps:
             return super()._transcribe_forward(batch, trcfg)

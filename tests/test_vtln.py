@@ -3,11 +3,12 @@ through it, and the command-line grid.
 
 Shape legend: B batch, S samples, F mel features, T' encoder frames, U labels, V vocabulary + blank.
 One small untrained model (configs/small_cpu.yaml, dither 0) on three test utterances of the shared corpus: its
-transcripts are noise, but which warp it finds likeliest, and what it transcribes there, are exact.
+transcripts are noise, but which warp it chooses, and what it transcribes there, are exact.
 """
 
 import argparse
 import json
+import math
 
 import pytest
 import soundfile as sf
@@ -15,7 +16,7 @@ import torch
 
 from rnnt_plugin.decoding.greedy import GreedyNet, greedy_search
 from rnnt_plugin.losses.function import rnnt_loss
-from rnnt_plugin.vtln import encode_with_vtln, use_vtln, warps_argument
+from rnnt_plugin.vtln import encode_with_vtln, most_likely_transcripts, use_vtln, warps_argument
 from small_model import build_small_model
 
 WARPS = (0.85, 1.0, 1.15)
@@ -38,19 +39,15 @@ def load(files):
     return torch.nn.utils.rnn.pad_sequence(audio, batch_first=True), torch.tensor([len(a) for a in audio])
 
 
-def transcript_nll_one_by_one(model, encoded, encoded_len) -> torch.Tensor:
-    """-log P(greedy transcript | x) (B,), each utterance alone through NeMo's decoder and joint modules."""
-    net = GreedyNet(model.decoder, model.joint)
-    nll = []
-    for b in range(encoded.shape[0]):
-        enc = encoded[b:b + 1, :, : int(encoded_len[b])]  # (1, D, T'_b)
-        labels = greedy_search(net, enc, encoded_len[b:b + 1]).labels[0][None]  # (1, U)
-        with torch.no_grad():
-            pred, _, _ = model.decoder(targets=labels, target_length=torch.tensor([labels.shape[1]]))
-            logits = model.joint(encoder_outputs=enc, decoder_outputs=pred)  # (1, T'_b, U + 1, V)
-        nll.append(rnnt_loss(logits.contiguous(), labels, encoded_len[b:b + 1], torch.tensor([labels.shape[1]]),
-                             reduction="none")[0])
-    return torch.stack(nll)
+def log_likelihood_one_by_one(model, labels, encoded) -> float:
+    """log P(labels | encoded) of one utterance, labels (U,) and encoded (1, D, T'), through NeMo's decoder and
+    joint modules."""
+    labels = labels[None]  # (1, U)
+    with torch.no_grad():
+        pred, _, _ = model.decoder(targets=labels, target_length=torch.tensor([labels.shape[1]]))
+        logits = model.joint(encoder_outputs=encoded, decoder_outputs=pred)  # (1, T', U + 1, V)
+    return -float(rnnt_loss(logits.contiguous(), labels, torch.tensor([encoded.shape[2]]),
+                            torch.tensor([labels.shape[1]]), reduction="none")[0])
 
 
 def test_fixed_warp_is_vtlp_at_that_factor_and_none_at_one(model, files):
@@ -70,21 +67,60 @@ def test_fixed_warp_is_vtlp_at_that_factor_and_none_at_one(model, files):
     torch.testing.assert_close(drawn, warped)
 
 
-def test_each_utterance_is_encoded_at_its_most_likely_warp(model, files):
+def test_warped_features_of_a_grid_share_one_dithered_spectrum(model, files):
+    audio, length = load(files)
+    pre = model.preprocessor
+    pre.dither = 1e-3  # large enough to move the features: every factor must see the same draw
+    try:
+        torch.manual_seed(3)
+        grid = list(pre.get_warped_features(audio, length, WARPS))
+        assert len(grid) == len(WARPS)
+        for a, (features, frames) in zip(WARPS, grid):
+            torch.manual_seed(3)
+            alone, alone_frames = pre.get_features(audio, length, warp=a)
+            torch.testing.assert_close(features, alone, rtol=0, atol=0)
+            assert torch.equal(frames, alone_frames)
+        torch.manual_seed(4)
+        assert (pre.get_features(audio, length, warp=WARPS[0])[0] - grid[0][0]).abs().max() > 1e-3
+    finally:
+        pre.dither = 0.0
+
+
+def test_the_transcript_most_likely_over_all_warps_wins_not_the_one_likeliest_at_its_own():
+    # utterance 0, pairs 0-2: pair 0 (factor 0's transcript) is likeliest under its own encoding (-1), pair 1
+    # (factor 1's) summed over the three (3 e^-1.5 > e^-1 + 2 e^-9).
+    # utterance 1, pairs 3-4: factors 1 and 2 gave one transcript (pair 4), which sums best; it is likelier under
+    # factor 2's encoding (-0.3) than under factor 1's (-0.4)
+    log_lik = torch.tensor([[-1.0, -1.5, -9.0, -1.0, -0.5],
+                            [-9.0, -1.5, -9.0, -9.0, -0.4],
+                            [-9.0, -1.5, -9.0, -9.0, -0.3]])  # (A, N)
+    candidate = torch.tensor([[0, 3], [1, 4], [2, 4]])  # (C, B)
+    assert most_likely_transcripts(log_lik, candidate).tolist() == [1, 2]
+
+
+def test_each_utterance_is_encoded_at_the_warp_of_its_most_likely_transcript(model, files):
     audio, length = load(files)
     encoded, encoded_len, chosen = encode_with_vtln(model, audio, length, WARPS)
-    per_warp, nll = [], []
+    net = GreedyNet(model.decoder, model.joint)
+    per_warp = []  # (B, D, T') per factor
     with torch.no_grad():
         for a in WARPS:
             features, frames = model.preprocessor.get_features(audio, length, warp=a)
-            enc, enc_len = model.encoder(audio_signal=features, length=frames)  # (B, D, T'), (B,)
+            enc, enc_len = model.encoder(audio_signal=features, length=frames)
             per_warp.append(enc)
-            nll.append(transcript_nll_one_by_one(model, enc, enc_len))
-    best = torch.stack(nll).argmin(0)  # (B,)
     assert torch.equal(encoded_len, enc_len)
-    assert chosen.tolist() == [WARPS[i] for i in best]
-    for b, i in enumerate(best.tolist()):
-        torch.testing.assert_close(encoded[b], per_warp[i][b])
+    expected = []
+    for b in range(len(files)):
+        alone = [enc[b:b + 1, :, : int(enc_len[b])] for enc in per_warp]  # (1, D, T'_b) per factor
+        transcripts = [greedy_search(net, enc, enc_len[b:b + 1]).labels[0] for enc in alone]
+        log_lik = [[log_likelihood_one_by_one(model, y, enc) for enc in alone] for y in transcripts]
+        marginal = [max(row) + math.log(sum(math.exp(v - max(row)) for v in row)) for row in log_lik]
+        top = max(range(len(WARPS)), key=lambda c: marginal[c])
+        same = [c for c in range(len(WARPS)) if torch.equal(transcripts[c], transcripts[top])]
+        expected.append(max(same, key=lambda c: log_lik[c][c]))
+    assert chosen.tolist() == [WARPS[c] for c in expected]
+    for b, c in enumerate(expected):
+        torch.testing.assert_close(encoded[b], per_warp[c][b])
 
     alone, _, chosen_alone = encode_with_vtln(model, audio, length, [1.0])
     plain, _ = model.forward(input_signal=audio, input_signal_length=length)
