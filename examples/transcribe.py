@@ -8,6 +8,7 @@ Usage:
     python examples/transcribe.py --model exported/ DATA/test-sentences
     python examples/transcribe.py --model model.nemo --stream 0.96 a.wav   # partial text every 0.96 s of audio
     python examples/transcribe.py --model model.nemo --timestamps a.wav --output words.json
+    python examples/transcribe.py --model model.nemo --beam-size 4 a.wav   # beam search instead of greedy
 """
 
 import argparse
@@ -19,6 +20,7 @@ import soundfile
 from tqdm import tqdm
 
 import rnnt_plugin  # noqa: F401  (registers the plugin with NeMo)
+from rnnt_plugin.decoding.beam import beam_size_argument, use_beam_search
 from rnnt_plugin.decoding.onnx_greedy import OnnxTranscriber, format_words
 from rnnt_plugin.decoding.streaming import print_stream
 from rnnt_plugin.evaluation import read_manifest, transcribe_files, transcribe_with_timestamps
@@ -61,16 +63,20 @@ def main():
     parser.add_argument("--timestamps", action="store_true",
                         help="word start and end times in seconds from the greedy alignment: printed, and as "
                              "words [{word, start, end}] in --output")
+    parser.add_argument("--beam-size", type=beam_size_argument, metavar="N",
+                        help="decode with NeMo's beam search of N hypotheses (.nemo or .ckpt; default: greedy)")
     args = parser.parse_args()
 
     if args.stream and args.vtln_warps:
         parser.error("--vtln-warps: streaming transcribes each chunk as it comes, without VTLN")
+    if args.beam_size and (args.stream or args.timestamps):
+        parser.error("--beam-size: streaming and --timestamps decode greedily")
     audio = collect_audio(args.audio, args.manifest)
     if not audio:
         parser.error("no audio given")
     if Path(args.model).is_dir():
-        if args.stream or args.vtln_warps:
-            parser.error("--stream and --vtln-warps need a .nemo or .ckpt model")
+        if args.stream or args.vtln_warps or args.beam_size:
+            parser.error("--stream, --vtln-warps and --beam-size need a .nemo or .ckpt model")
         transcriber = OnnxTranscriber(args.model)
         if args.no_dither and transcriber.config.dither > 0:
             parser.error(f"--no-dither: {args.model} was exported with dither {transcriber.config.dither}; "
@@ -88,6 +94,8 @@ def main():
             model.preprocessor.dither = 0.0
         if args.vtln_warps:
             use_vtln(model, args.vtln_warps)
+        if args.beam_size:
+            use_beam_search(model, args.beam_size)
         if args.stream:
             print_stream(model, audio, args.stream)
             return

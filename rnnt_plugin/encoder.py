@@ -11,6 +11,11 @@ Frame splicing and stack-time are the same operation (concatenate each frame wit
 every k-th, zero-pad the tail), so both use :func:`stack_frames`. Frames past an utterance's length are zeroed
 before each stacking, so an utterance encodes the same alone, in a padded batch, or in streaming chunks (the
 reference stacks whatever the padding holds).
+
+``training_dtype: bfloat16`` runs the LSTMs under ``torch.autocast`` while training (the reference's ``AMP=true``
+runs them in fp16): on a CPU with AVX512-BF16 oneDNN's bf16 LSTM took the small_cpu encoder's forward and backward
+of a (16, 80, 260) batch from 71 to 55 ms. Weights, gradients and the returned encoding stay fp32; evaluation,
+streaming and export run in fp32.
 """
 
 from typing import Optional, Tuple
@@ -21,6 +26,8 @@ from nemo.core.classes import NeuralModule
 from nemo.core.classes.common import typecheck
 from nemo.core.classes.exportable import Exportable
 from nemo.core.neural_types import AcousticEncodedRepresentation, LengthsType, NeuralType, SpectrogramType
+
+from rnnt_plugin.precision import check_training_dtype, training_autocast
 
 LSTMState = Tuple[torch.Tensor, torch.Tensor]
 
@@ -66,6 +73,8 @@ class StackTimeLSTMEncoder(NeuralModule, Exportable):
         forget_gate_bias: initial forget-gate bias of the input-hidden biases.
         weights_init_scale: every LSTM weight and bias is multiplied by this after initialisation.
         hidden_hidden_bias_scale: scale of the forget-gate part of the hidden-hidden biases.
+        training_dtype: null (fp32) or "bfloat16" / "float16": in train mode the LSTMs run under ``torch.autocast``
+            of that dtype.
     """
 
     def __init__(
@@ -80,8 +89,10 @@ class StackTimeLSTMEncoder(NeuralModule, Exportable):
         forget_gate_bias: float,
         weights_init_scale: float,
         hidden_hidden_bias_scale: float,
+        training_dtype: Optional[str] = None,
     ):
         super().__init__()
+        self.training_dtype = check_training_dtype("encoder", training_dtype)
         self.frame_splicing = frame_splicing
         self.stack_time_factor = stack_time_factor
         self.hidden_size = hidden_size
@@ -125,8 +136,9 @@ class StackTimeLSTMEncoder(NeuralModule, Exportable):
         Returns:
             (B, H, T') encoded frames and (B,) valid output frames.
         """
-        encoded, encoded_len, _ = self.forward_chunk(audio_signal, length, None)
-        return encoded, encoded_len
+        with training_autocast(audio_signal.device.type, self.training_dtype, self.training):
+            encoded, encoded_len, _ = self.forward_chunk(audio_signal, length, None)
+        return encoded.float(), encoded_len
 
     def forward_chunk(
         self,

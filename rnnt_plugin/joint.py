@@ -7,9 +7,9 @@ comparing ``torch.rand`` with p gives the same distribution of masks in a third 
 
 The joint's three (B*T'*(U+1), H) x (H, V) matrix products are ~80% of joint + loss in fp32. The MLPerf reference
 can train under mixed precision (its ``AMP=true``: apex AMP, matrix products in fp16; fp32 by default);
-``training_dtype: bfloat16`` does that for the joint alone through ``torch.autocast``: bf16 operands, fp32
-accumulation, fp32 weights and gradients. On a CPU with AVX512-BF16 each product is ~4x faster (7056 x 512 x 1024:
-80 -> 20 ms on one core). Evaluation, decoding and export stay in fp32.
+``training_dtype: bfloat16`` does that for the joint through ``torch.autocast`` (:mod:`rnnt_plugin.precision`):
+bf16 operands, fp32 accumulation, fp32 weights and gradients. On a CPU with AVX512-BF16 each product is ~4x faster
+(7056 x 512 x 1024: 80 -> 20 ms on one core). Evaluation, decoding and export stay in fp32.
 """
 
 from typing import Optional
@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from nemo.collections.asr.modules import RNNTJoint
 
-TRAINING_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+from rnnt_plugin.precision import check_training_dtype, training_autocast
 
 
 class MaskDropout(torch.nn.Module):
@@ -56,17 +56,12 @@ class MLPerfJoint(RNNTJoint):
 
     def __init__(self, *args, training_dtype: Optional[str] = None, **kwargs):
         super().__init__(*args, **kwargs)
-        if training_dtype is not None and training_dtype not in TRAINING_DTYPES:
-            raise ValueError(f"joint.training_dtype must be null or one of {sorted(TRAINING_DTYPES)}, "
-                             f"got {training_dtype!r}")
-        self.training_dtype = training_dtype
+        self.training_dtype = check_training_dtype("joint", training_dtype)
         for i, layer in enumerate(self.joint_net):
             if isinstance(layer, torch.nn.Dropout):
                 self.joint_net[i] = MaskDropout(layer.p)
 
     def joint(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """f: (B, T, D) encoder output, g: (B, U + 1, H) prediction output -> logits (B, T, U + 1, V)."""
-        if not self.training or self.training_dtype is None:
-            return super().joint(f, g)
-        with torch.autocast(f.device.type, dtype=TRAINING_DTYPES[self.training_dtype]):
+        with training_autocast(f.device.type, self.training_dtype, self.training):
             return super().joint(f, g)

@@ -89,3 +89,30 @@ def test_onnx_export_holds_for_every_length(tmp_path):
         out, out_len = session.run(None, {"audio_signal": x.numpy(), "length": lengths.numpy()})
         assert out_len.tolist() == expected_len.tolist()
         torch.testing.assert_close(torch.from_numpy(out), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_training_pass_is_close_to_fp32_and_eval_stays_fp32():
+    torch.manual_seed(0)
+    fp32, bf16 = make_encoder(), make_encoder(training_dtype="bfloat16")
+    bf16.load_state_dict(fp32.state_dict())
+    features, lengths = torch.randn(3, 8, 40), torch.tensor([40, 31, 7])  # (B, F, T), (B,)
+
+    def encoding_and_grads(encoder):
+        x = features.clone().requires_grad_()
+        out, _ = encoder(audio_signal=x, length=lengths)  # (B, H, T')
+        out.square().sum().backward()
+        return out, [x.grad] + [w.grad for w in encoder.parameters()]
+
+    ref, ref_grads = encoding_and_grads(fp32.train())
+    out, grads = encoding_and_grads(bf16.train())
+    assert out.dtype == torch.float32  # what follows the encoder sees fp32
+    assert not torch.equal(out, ref)  # really computed in bf16
+    torch.testing.assert_close(out, ref, rtol=0.03, atol=0.03)
+    for g, r in zip(grads, ref_grads):
+        assert g.dtype == torch.float32  # fp32 weights get fp32 gradients
+        torch.testing.assert_close(g, r, rtol=0.05, atol=0.05 * r.abs().max().item())
+    bf16.eval(), fp32.eval()
+    torch.testing.assert_close(bf16(audio_signal=features, length=lengths),
+                               fp32(audio_signal=features, length=lengths), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="encoder.training_dtype"):
+        make_encoder(training_dtype="float64")
