@@ -2,7 +2,6 @@
 model; tests/test_learnability.py checks what it transcribes with a trained one."""
 
 import argparse
-import json
 
 import pytest
 from nemo.collections.asr.parts.submodules.rnnt_beam_decoding import BeamRNNTInfer
@@ -14,16 +13,11 @@ from small_model import build_small_model
 
 @pytest.fixture(scope="module")
 def model(synth_corpus):
-    return build_small_model(synth_corpus.tokenizer_dir, "model.decoding.greedy.max_symbols=2")
+    return build_small_model(synth_corpus.tokenizer_dir)
 
 
-@pytest.fixture(scope="module")
-def files(synth_corpus):
-    with open(synth_corpus.manifests["test-sentences"]) as f:
-        return [json.loads(line)["audio_filepath"] for line in f][:2]
-
-
-def test_beam_search_replaces_greedy_search_and_the_config_records_it(model, files):
+def test_beam_search_replaces_greedy_search_and_the_config_records_it(model, test_sentence_files):
+    files = test_sentence_files[:2]
     assert model.cfg.decoding.strategy == PLUGIN_GREEDY_STRATEGY
     use_beam_search(model, 3)
     assert model.cfg.decoding.strategy == "beam" and model.cfg.decoding.beam.beam_size == 3

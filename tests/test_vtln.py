@@ -7,7 +7,6 @@ transcripts are noise, but which warp it chooses, and what it transcribes there,
 """
 
 import argparse
-import json
 import math
 
 import pytest
@@ -28,9 +27,8 @@ def model(synth_corpus):
 
 
 @pytest.fixture(scope="module")
-def files(synth_corpus):
-    with open(synth_corpus.manifests["test-sentences"]) as f:
-        return [json.loads(line)["audio_filepath"] for line in f][:3]
+def files(test_sentence_files):
+    return test_sentence_files[:3]
 
 
 def load(files):
