@@ -39,7 +39,7 @@ TEST_SPLITS = {"test-sentences": "wer_heldout_sentences", "test-voice": "wer_hel
                "test-accent": "wer_heldout_accent"}
 SPLITS = ["train", "dev", *TEST_SPLITS]
 # The test sets are also evaluated with beam search of this width, and with it after test-time VTLN over these
-# warp factors (rnnt_plugin/vtln.py). A beam of 8 or 16 gave the same WER as 4 to within 0.5 points.
+# warp factors (rnnt_plugin/vtln.py). On one demo model beams of 8 and 16 gave the WER of 4 to within 0.5 points.
 BEAM_SIZE = 4
 VTLN_WARPS = (0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2)
 
