@@ -80,19 +80,33 @@ def test_steps_per_epoch_derived_from_max_steps_and_checked():
         MLPerfLRPolicy(bad, steps_per_epoch=10)
 
 
-def test_time_budget_places_the_policy_by_the_share_of_budget_spent():
-    """Under a time budget the steps taken do not matter: 4 epochs of 10 steps laid over the budget, so spending
-    f of it puts the next step at s = 40 f, whatever the step count."""
+def test_time_budget_places_the_policy_by_the_share_of_budget_spent_or_the_steps_taken():
+    """4 epochs of 10 steps laid over the budget: spending f of it puts the next step at s = 40 f (a slow
+    machine, few steps), unless the steps taken are further on (a fast one)."""
     opt = _sgd_two_groups()
     sched = MLPerfLRPolicy(opt, warmup_epochs=1, hold_epochs=1, lr_exp_gamma=0.5, min_lr=0.0, steps_per_epoch=10,
                            time_budget_epochs=4)
-    expected = {0.0: 1 / 11, 0.25: 1.0, 0.5: 1.0, 0.55: 0.5, 0.76: 0.25, 1.0: 0.25, 1.5: 0.25}  # 1.5: clamped to 1
+    expected = {0.25: 1.0, 0.5: 1.0, 0.55: 0.5, 0.76: 0.25, 1.0: 0.25, 1.5: 0.25}  # 1.5: clamped to 1
     for fraction, scale in expected.items():
         sched.set_budget_fraction(fraction)
-        for _ in range(3):  # more steps at the same share of the budget: the same LR
+        for _ in range(3):  # 3 steps at each share of the budget (21 in all): the clock is further on
             opt.step()
             sched.step()
             assert [g["lr"] for g in opt.param_groups] == pytest.approx([scale, 0.5 * scale]), fraction
+
+    opt = _sgd_two_groups()
+    sched = MLPerfLRPolicy(opt, warmup_epochs=1, hold_epochs=1, lr_exp_gamma=0.5, min_lr=0.0, steps_per_epoch=10,
+                           time_budget_epochs=4)
+    sched.set_budget_fraction(0.05)  # s = 2 by the clock
+    lrs = []
+    for _ in range(44):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    # after b steps the next is s = b + 1 (from b = 2 on, ahead of the clock): the schedule by steps, decaying
+    # past the budget's 4 epochs
+    assert lrs[1:] == pytest.approx([mlperf_lr_scale(b + 1, 10, 1, 1, 0.5) for b in range(2, 45)])
+    assert lrs[0] == pytest.approx(3 / 11) and lrs[-1] == pytest.approx(0.125)
     with pytest.raises(ValueError, match="time_budget_epochs"):
         MLPerfLRPolicy(_sgd_two_groups(), steps_per_epoch=10).set_budget_fraction(0.5)
     with pytest.raises(ValueError, match="time_budget_epochs"):

@@ -93,9 +93,9 @@ def test_bucketing_lr_groups_and_step_logging(synth_corpus, tmp_path):
 
 def test_time_budget_lays_the_lr_policy_over_max_time(synth_corpus, tmp_path, monkeypatch):
     """With ``time_budget_epochs`` the LR follows the share of ``trainer.max_time`` spent. A fake clock (one second
-    per optimiser step, a 10 s budget) makes it exact: 4 epochs of 5 steps over 10 s put the step after b steps
-    at the policy's s = 2 b, twice as far as counting steps would (s = b + 1); the timer ends the run after ~10
-    steps."""
+    per optimiser step, a 10 s budget) makes it exact: 4 epochs of 5 steps over 10 s put the step after b + 1
+    steps at the policy's s = 2 b (the clock of batch b's start), twice as far as counting steps would
+    (s = b + 2), which leads in the first two; the timer ends the run after ~10 steps."""
     clock = {"s": 0.0}
     monkeypatch.setattr(Timer, "time_elapsed", lambda self, stage=None: clock["s"])
 
@@ -111,7 +111,7 @@ def test_time_budget_lays_the_lr_policy_over_max_time(synth_corpus, tmp_path, mo
     logged = [(e.step, e.value) for e in tensorboard_log(tmp_path / "exp").Scalars("lr_0")]
     assert len(logged) == model.trainer.global_step
     for b, lr in logged:  # logged at step b, after batch b's optimiser step: the LR of the step that follows
-        scale = mlperf_lr_scale(2 * b, STEPS_PER_EPOCH, sched.warmup_epochs, sched.hold_epochs,
+        scale = mlperf_lr_scale(max(2 * b, b + 2), STEPS_PER_EPOCH, sched.warmup_epochs, sched.hold_epochs,
                                 sched.lr_exp_gamma)
         assert lr == pytest.approx(max(scale * peak, sched.min_lr), rel=1e-6), b
 
