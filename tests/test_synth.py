@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -68,7 +69,7 @@ def _check_plan(plan, domain):
     for split in ("train", "dev", "test-sentences"):
         assert all(u.voice in synth.TRAIN_VOICES for u in by_split[split])
     assert len({u.utt_id for u in plan}) == len(plan)
-    assert {u.voice.split(":")[0] for u in by_split["train"]} == {"espeak", "flite"}
+    assert {u.voice.split(":")[0] for u in by_split["train"]} == {"espeak", "flite", "pico"}
 
 
 def test_commands_plan_is_reproducible_and_holds_out_sentences_voices_and_accent():
@@ -80,6 +81,12 @@ def test_commands_plan_is_reproducible_and_holds_out_sentences_voices_and_accent
     assert min(warps) >= 0.9 and max(warps) <= 1.1 and len(set(warps)) > 10
     speeds = [u.speed for u in plan if u.voice.startswith("espeak:")]
     assert min(speeds) >= 140 and max(speeds) <= 200 and len(set(speeds)) > 10
+    pico = [u for u in plan if u.voice.startswith("pico:")]
+    assert {u.voice for u in pico} == {"pico:en-US", "pico:en-GB"}
+    assert all(80 <= u.speed <= 120 and 85 <= u.pitch <= 125 for u in pico) and len({u.pitch for u in pico}) > 10
+    train = [u.voice.split(":")[0] for u in plan if u.split == "train"]
+    for engine, share in synth.ENGINE_SHARES.items():  # 320 draws: within ~3 standard deviations of the share
+        assert abs(train.count(engine) / len(train) - share) < 0.09, (engine, train.count(engine))
 
 
 def test_bible_plan():
@@ -135,10 +142,11 @@ def test_generated_corpus_layout_and_reuse(synth_corpus, monkeypatch):
 
 
 def test_synthesis_is_deterministic(tmp_path):
-    plan = synth.plan_corpus(6, seed=5, splits={"train": 1.0}, voices=["espeak:en-gb-x-rp+f3", "flite:awb"],
-                             speed_warp=0.1)
+    plan = synth.plan_corpus(12, seed=5, splits={"train": 1.0},
+                             voices=["espeak:en-gb-x-rp+f3", "flite:awb", "pico:en-GB"], speed_warp=0.1)
     programs = {"sox": "sox", "espeak-ng": "espeak-ng", "flite": "flite"}
-    for u in plan[:3]:
+    assert {u.voice.split(":")[0] for u in plan} == {"espeak", "flite", "pico"}
+    for u in plan:
         synth.synthesize(u, tmp_path / "a.flac", programs)
         synth.synthesize(u, tmp_path / "b.flac", programs)
         a, rate = sf.read(tmp_path / "a.flac")
@@ -186,6 +194,25 @@ def test_flite_speaker_variation_keeps_the_duration_and_moves_the_pitch(tmp_path
     b, _ = sf.read(tmp_path / "other.flac")
     assert abs(len(b) / len(a) - 1) < 0.05
     assert _median_f0(a) < 150 and abs(_median_f0(b) - 220) < 25
+
+
+def test_pico_rate_and_pitch_take_effect_without_clipping(tmp_path):
+    sentence = "remind me to call the dentist tomorrow morning"
+    audio = {}
+    for speed, pitch in ((80, 85), (120, 125)):
+        utt = synth.Utterance("1-2-3", "train", "pico:en-US", sentence, sentence, speed=speed, pitch=pitch)
+        synth.synthesize(utt, tmp_path / f"{speed}.flac", {"sox": "sox"})
+        audio[speed], _ = sf.read(tmp_path / f"{speed}.flac")
+    slow, fast = audio[80], audio[120]
+    assert 1.3 < len(slow) / len(fast) < 1.7  # 120% against 80% of the voice's rate
+    assert 1.3 < _median_f0(fast) / _median_f0(slow) < 1.7 and 140 < _median_f0(slow) < 260  # a female voice
+    assert max(np.abs(slow).max(), np.abs(fast).max()) < 0.99
+
+
+def test_missing_pico_is_named(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ttspico", None)  # as if not installed
+    with pytest.raises(RuntimeError, match="ttspico"):
+        synth.generate_corpus(tmp_path / "c", 5, splits={"train": 1.0}, voices=["pico:en-US"], progress=False)
 
 
 def test_command_lines_synth_then_prepare(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Synthetic multi-speaker English speech in the LibriSpeech layout, from Debian's TTS engines.
+"""Synthetic multi-speaker English speech in the LibriSpeech layout, from Debian's TTS engines and SVOX Pico.
 
 Usage:
     python -m rnnt_plugin.data.synth /tmp/synth --utterances 3000 --domain commands --seed 0 --jobs 2
@@ -6,8 +6,9 @@ Usage:
 
 Voices: espeak-ng accents x variants (formant synthesis, random speed 140-200 wpm and pitch 30-70 per
 utterance) and the flite voices kal, kal16, awb, rms (random duration stretch 0.85-1.15; optionally each
-utterance another speaker of its voice: vocal-tract length, pitch, spectral tilt). Every utterance can also get a
-sox ``speed`` warp (formants, pitch and tempo together). Output is 16 kHz mono 16-bit FLAC:
+utterance another speaker of its voice: vocal-tract length, pitch, spectral tilt), and SVOX Pico's two female
+voices en-US and en-GB (the ``ttspico`` package; random rate 80-120% and pitch 85-125%). Every utterance can also
+get a sox ``speed`` warp (formants, pitch and tempo together). Output is 16 kHz mono 16-bit FLAC:
 
     OUT_DIR/<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac
     OUT_DIR/<split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt    ("<utt id> <UPPER-CASE TEXT>" lines)
@@ -19,7 +20,7 @@ Splits: ``train``; ``dev`` and ``test-sentences`` (held-out sentences, training 
 same, espeak accent ``en-029`` never used in training). No held-out sentence occurs in train; in the
 ``commands`` domain every held-out word also occurs in train. Everything (texts, voices, parameters) is
 drawn up front from ``seed``; synthesis then runs the engines in parallel (one thread per job drives the
-engine and sox processes, which do the work).
+engine and sox processes, which do the work; Pico runs in that thread, outside the GIL).
 """
 
 import argparse
@@ -30,9 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import wave
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +54,11 @@ HELDOUT_ACCENT = "en-029"  # Caribbean English: only in test-accent
 FLITE_VOICES = ("kal", "kal16", "awb", "rms")
 HELDOUT_FLITE_VOICE = "slt"  # the only natural female voice: only in test-voice
 TIMED_FLITE_VOICES = ("flite:awb", "flite:rms", "flite:slt")  # whose printed segment times match their audio
-# share of training utterances spoken by flite; on the demo (seed 1, WER % held-out sentences / slt / accent)
-# 0.4 gave 9.6 / 40.2 / 13.2, 0.25 gave 12.2 / 48.8 / 15.4 and 0.6 gave 14.4 / 45.4 / 20.5
-FLITE_SHARE = 0.4
+PICO_VOICES = ("en-US", "en-GB")  # SVOX Pico: natural female voices (slt, held out, is female too)
+# share of training utterances spoken by each engine (over the engines of the training voices). Before Pico, on
+# the demo (seed 1, WER % held-out sentences / slt / accent) a flite share of 0.4 (the rest espeak) gave
+# 9.6 / 40.2 / 13.2, 0.25 gave 12.2 / 48.8 / 15.4 and 0.6 gave 14.4 / 45.4 / 20.5
+ENGINE_SHARES = {"espeak": 0.5, "flite": 0.3, "pico": 0.2}
 
 ESPEAK_SPEED_WPM = (140, 200)
 ESPEAK_PITCH = (30, 70)
@@ -62,13 +67,17 @@ FLITE_STRETCH = (0.85, 1.15)
 FLITE_FORMANT = (1.0, 1.45)  # formant (vocal-tract length) factor: up to female lengths (slt, held out, is female)
 FLITE_F0_HZ = (90, 250)  # mean pitch; rms ignores it
 FLITE_TILT_DB = (-6.0, 6.0)  # treble shelf gain above 3 kHz: brighter or duller voice quality
+PICO_RATE = (80, 120)  # percent of the voice's own speaking rate
+PICO_PITCH = (85, 125)  # percent of the voice's own pitch
+PICO_VOLUME = 50  # percent: at its own 100 (and at 70) Pico clips its loudest samples
 CHAPTER_OF_SPLIT = {split: 100 + i for i, split in enumerate(SPLITS)}  # keeps utterance ids unique
 
 
 def _voice_table() -> dict[str, int]:
-    """Every voice name ("espeak:<accent>+<variant>", "flite:<voice>") -> its fixed speaker id."""
+    """Every voice name ("espeak:<accent>+<variant>", "flite:<voice>", "pico:<language>") -> its fixed speaker id."""
     names = [f"espeak:{a}+{v}" for a in ESPEAK_ACCENTS + (HELDOUT_ACCENT,) for v in ESPEAK_VARIANTS]
     names += [f"flite:{v}" for v in FLITE_VOICES + (HELDOUT_FLITE_VOICE,)]
+    names += [f"pico:{v}" for v in PICO_VOICES]
     return {name: 1000 + i for i, name in enumerate(names)}
 
 
@@ -85,8 +94,8 @@ class Utterance:
     voice: str  # key of VOICES
     spoken: str  # text given to the engine (may keep commas for prosody)
     transcript: str  # lower-case words
-    speed: int = 0  # espeak words per minute
-    pitch: int = 0  # espeak pitch 0-99
+    speed: int = 0  # espeak words per minute; Pico rate in percent
+    pitch: int = 0  # espeak pitch 0-99; Pico pitch in percent
     stretch: float = 1.0  # flite duration_stretch
     warp: float = 1.0  # sox speed factor
     formant: float = 1.0  # flite only: formants and pitch scaled by this, duration kept (see plan_corpus)
@@ -176,7 +185,8 @@ def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits
     """Every utterance of the corpus, drawn from ``seed`` alone (same arguments -> same plan).
 
     ``splits`` maps split names to relative weights (default 0.8 train, 0.05 each other split);
-    ``voices`` restricts the training voices (names from ``VOICES``, e.g. "espeak:en-us+m3", "flite:kal");
+    ``voices`` restricts the training voices (names from ``VOICES``, e.g. "espeak:en-us+m3", "flite:kal",
+    "pico:en-GB"); each training utterance's engine is drawn by ``ENGINE_SHARES``, then its voice uniformly;
     ``speed_warp`` w gives each utterance a sox speed factor drawn from [1 - w, 1 + w].
     ``vary_flite_speakers`` makes each flite training or dev utterance another speaker of the same voice: a
     vocal tract of another length (formants scaled by a factor from ``FLITE_FORMANT``, the duration kept: flite
@@ -198,9 +208,9 @@ def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits
     texts = {"train": train, "dev": dev, "test-sentences": test, "test-voice": test, "test-accent": test}
 
     rng = random.Random(f"{seed}:voices")
-    espeak_train = [v for v in train_voices if v.startswith("espeak:")]
-    flite_train = [v for v in train_voices if v.startswith("flite:")]
-    flite_share = FLITE_SHARE if espeak_train and flite_train else float(bool(flite_train))
+    by_engine = {e: [v for v in train_voices if v.startswith(f"{e}:")] for e in ENGINE_SHARES}
+    engines = [e for e in ENGINE_SHARES if by_engine[e]]
+    shares = [ENGINE_SHARES[e] for e in engines]
     plan, next_index = [], defaultdict(int)
     for split in SPLITS:
         for spoken, transcript in texts[split][:counts.get(split, 0)]:
@@ -209,14 +219,19 @@ def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits
             elif split == "test-accent":
                 voice = f"espeak:{HELDOUT_ACCENT}+{rng.choice(ESPEAK_VARIANTS)}"
             else:
-                voice = rng.choice(flite_train if rng.random() < flite_share else espeak_train)
+                voice = rng.choice(by_engine[rng.choices(engines, shares)[0]])
             speaker, chapter = VOICES[voice], CHAPTER_OF_SPLIT[split]
             index = next_index[speaker, chapter]
             next_index[speaker, chapter] += 1
-            params = (dict(speed=rng.randint(*ESPEAK_SPEED_WPM), pitch=rng.randint(*ESPEAK_PITCH))
-                      if voice.startswith("espeak:") else dict(stretch=round(rng.uniform(*FLITE_STRETCH), 3)))
+            engine = voice.split(":")[0]
+            if engine == "espeak":
+                params = dict(speed=rng.randint(*ESPEAK_SPEED_WPM), pitch=rng.randint(*ESPEAK_PITCH))
+            elif engine == "pico":
+                params = dict(speed=rng.randint(*PICO_RATE), pitch=rng.randint(*PICO_PITCH))
+            else:
+                params = dict(stretch=round(rng.uniform(*FLITE_STRETCH), 3))
             warp = round(rng.uniform(1 - speed_warp, 1 + speed_warp), 3) if speed_warp else 1.0
-            if vary_flite_speakers and voice.startswith("flite:") and split in ("train", "dev"):
+            if vary_flite_speakers and engine == "flite" and split in ("train", "dev"):
                 params.update(formant=round(rng.uniform(*FLITE_FORMANT), 3), f0=rng.randint(*FLITE_F0_HZ),
                               tilt_db=round(rng.uniform(*FLITE_TILT_DB), 1))
             plan.append(Utterance(f"{speaker}-{chapter}-{index:04d}", split, voice, spoken, transcript,
@@ -224,15 +239,44 @@ def plan_corpus(utterances: int, domain: str = "commands", seed: int = 0, splits
     return plan
 
 
-def _engine_command(utt: Utterance, programs: dict[str, str]) -> list[str]:
-    """The TTS command that writes the utterance as WAV to stdout (espeak reads the text on stdin)."""
+def _pico_wav(utt: Utterance) -> bytes:
+    """The utterance spoken by Pico (16 kHz mono 16-bit) as WAV bytes.
+
+    Each utterance gets a new engine (~10 ms): an engine's noise source runs on from one utterance to the next,
+    so only a fresh one gives the same samples every time."""
+    import ttspico
+
+    engine = ttspico.TtsEngine(utt.voice.split(":")[1])
+    engine.volume, engine.rate, engine.pitch = PICO_VOLUME, utt.speed, utt.pitch
+    pcm = engine.speak(utt.spoken) or b""
+    out = BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
+def _engine_wav(utt: Utterance, programs: dict[str, str]) -> bytes:
+    """The utterance spoken by its engine, as WAV bytes; RuntimeError naming it when the engine fails."""
     engine, name = utt.voice.split(":")
-    if engine == "espeak":
-        return [programs["espeak-ng"], "-v", name, "-s", str(utt.speed), "-p", str(utt.pitch), "--stdout",
-                "--stdin"]
-    pitch = ["--setf", f"int_f0_target_mean={utt.f0 / utt.formant:.1f}"] if utt.f0 else []  # before the shift
-    return [programs["flite"], "-voice", name, "--setf", f"duration_stretch={utt.stretch * utt.formant:.4f}",
-            *pitch, "-t", utt.spoken, "-o", "/dev/stdout"]  # flite hangs on text from a stdin pipe
+    if engine == "pico":
+        wav, error = _pico_wav(utt), b""
+    else:
+        if engine == "espeak":
+            command = [programs["espeak-ng"], "-v", name, "-s", str(utt.speed), "-p", str(utt.pitch), "--stdout",
+                       "--stdin"]
+        else:
+            pitch = ["--setf", f"int_f0_target_mean={utt.f0 / utt.formant:.1f}"] if utt.f0 else []  # before the shift
+            command = [programs["flite"], "-voice", name, "--setf",
+                       f"duration_stretch={utt.stretch * utt.formant:.4f}", *pitch, "-t", utt.spoken, "-o",
+                       "/dev/stdout"]  # flite hangs on text from a stdin pipe
+        spoken = subprocess.run(command, input=utt.spoken.encode(), capture_output=True)
+        wav, error = (spoken.stdout if spoken.returncode == 0 else b""), spoken.stderr
+    if len(wav) <= 44:  # 44 bytes: a WAV header without samples
+        raise RuntimeError(f"{utt.voice} failed on {utt.utt_id} ({utt.spoken!r}): {error.decode()[-500:]}")
+    return wav
 
 
 def synthesize(utt: Utterance, path: Path, programs: dict[str, str]) -> None:
@@ -242,16 +286,14 @@ def synthesize(utt: Utterance, path: Path, programs: dict[str, str]) -> None:
     applies the warp and the formant shift (the engine spoke ``formant`` times slower to keep the duration), its
     treble effect the tilt.
     """
-    engine = subprocess.run(_engine_command(utt, programs), input=utt.spoken.encode(), capture_output=True)
-    if engine.returncode != 0 or len(engine.stdout) <= 44:  # 44 bytes: a WAV header without samples
-        raise RuntimeError(f"{utt.voice} failed on {utt.utt_id} ({utt.spoken!r}): {engine.stderr.decode()[-500:]}")
+    wav = _engine_wav(utt, programs)
     with fileio.atomic_path(path) as tmp:
         sox = [programs["sox"], "-q", "-D", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
                "-t", "flac", str(tmp)]
         speed = utt.warp * utt.formant
         sox += ["speed", f"{speed:.4f}"] if speed != 1.0 else []
         sox += ["treble", str(utt.tilt_db)] if utt.tilt_db else []
-        converted = subprocess.run(sox, input=engine.stdout, capture_output=True)
+        converted = subprocess.run(sox, input=wav, capture_output=True)
         if converted.returncode != 0:
             raise RuntimeError(f"sox failed on {utt.utt_id}: {converted.stderr.decode()[-500:]}")
 
@@ -271,14 +313,13 @@ def spaced_words(sentence: str, voice: str = "espeak:en-us+m3", gap_seconds: flo
     Returns 16 kHz audio (S,) float32 and each word's (start, end) in seconds."""
     if voice not in VOICES:
         raise ValueError(f"voice must be one of synth.VOICES such as 'espeak:en-us+m3', got {voice!r}")
-    plan = [Utterance("0-0-0", "train", voice, word, word, speed=175, pitch=50) for word in sentence.split()]
+    speed, pitch = (100, 100) if voice.startswith("pico:") else (175, 50)
+    plan = [Utterance("0-0-0", "train", voice, word, word, speed=speed, pitch=pitch) for word in sentence.split()]
     programs = programs or _programs(plan)
     gap = np.zeros(round(gap_seconds * SAMPLE_RATE), dtype=np.float32)
     pieces, spans, at = [gap], [], len(gap)
     for utt in plan:
-        engine = subprocess.run(_engine_command(utt, programs), input=utt.spoken.encode(), capture_output=True,
-                                check=True)
-        word = _samples(engine.stdout, programs)
+        word = _samples(_engine_wav(utt, programs), programs)
         loud = np.nonzero(np.abs(word) > 0.02 * np.abs(word).max())[0]
         word = word[loud[0]: loud[-1] + 1]
         spans.append((at / SAMPLE_RATE, (at + len(word)) / SAMPLE_RATE))
@@ -329,6 +370,11 @@ def _programs(plan: list[Utterance]) -> dict[str, str]:
         needed["espeak-ng"] = "espeak-ng"
     if any(u.voice.startswith("flite:") for u in plan):
         needed["flite"] = "flite"
+    if any(u.voice.startswith("pico:") for u in plan):
+        try:
+            import ttspico  # noqa: F401
+        except ImportError as e:
+            raise RuntimeError(f"the Pico voices need the ttspico package (pip install ttspico): {e}") from None
     return {name: text.require_program(name, package) for name, package in needed.items()}
 
 
@@ -399,7 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--splits", type=_parse_splits, default=None,
                         help=f"NAME=FRACTION,... over {', '.join(SPLITS)} (default: 0.8 train, 0.05 each other)")
     parser.add_argument("--voices", default=None,
-                        help="comma-separated training voices, e.g. espeak:en-us+m3,flite:kal")
+                        help="comma-separated training voices, e.g. espeak:en-us+m3,flite:kal,pico:en-GB")
     parser.add_argument("--speed-warp", type=float, default=0.0, help="sox speed factor drawn from [1-w, 1+w]")
     parser.add_argument("--vary-flite-speakers", action="store_true",
                         help="each flite training utterance with its own vocal-tract length, pitch and spectral tilt")
