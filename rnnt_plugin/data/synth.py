@@ -259,21 +259,23 @@ def _pico_wav(utt: Utterance) -> bytes:
     return out.getvalue()
 
 
+def _engine_command(utt: Utterance, programs: dict[str, str]) -> list[str]:
+    """The espeak or flite command that writes the utterance as WAV to stdout (espeak reads the text on stdin)."""
+    engine, name = utt.voice.split(":")
+    if engine == "espeak":
+        return [programs["espeak-ng"], "-v", name, "-s", str(utt.speed), "-p", str(utt.pitch), "--stdout",
+                "--stdin"]
+    pitch = ["--setf", f"int_f0_target_mean={utt.f0 / utt.formant:.1f}"] if utt.f0 else []  # before the shift
+    return [programs["flite"], "-voice", name, "--setf", f"duration_stretch={utt.stretch * utt.formant:.4f}",
+            *pitch, "-t", utt.spoken, "-o", "/dev/stdout"]  # flite hangs on text from a stdin pipe
+
+
 def _engine_wav(utt: Utterance, programs: dict[str, str]) -> bytes:
     """The utterance spoken by its engine, as WAV bytes; RuntimeError naming it when the engine fails."""
-    engine, name = utt.voice.split(":")
-    if engine == "pico":
+    if utt.voice.startswith("pico:"):
         wav, error = _pico_wav(utt), b""
     else:
-        if engine == "espeak":
-            command = [programs["espeak-ng"], "-v", name, "-s", str(utt.speed), "-p", str(utt.pitch), "--stdout",
-                       "--stdin"]
-        else:
-            pitch = ["--setf", f"int_f0_target_mean={utt.f0 / utt.formant:.1f}"] if utt.f0 else []  # before the shift
-            command = [programs["flite"], "-voice", name, "--setf",
-                       f"duration_stretch={utt.stretch * utt.formant:.4f}", *pitch, "-t", utt.spoken, "-o",
-                       "/dev/stdout"]  # flite hangs on text from a stdin pipe
-        spoken = subprocess.run(command, input=utt.spoken.encode(), capture_output=True)
+        spoken = subprocess.run(_engine_command(utt, programs), input=utt.spoken.encode(), capture_output=True)
         wav, error = (spoken.stdout if spoken.returncode == 0 else b""), spoken.stderr
     if len(wav) <= 44:  # 44 bytes: a WAV header without samples
         raise RuntimeError(f"{utt.voice} failed on {utt.utt_id} ({utt.spoken!r}): {error.decode()[-500:]}")

@@ -22,8 +22,8 @@ whichever is further on: the steps taken, or the share of the budget spent laid 
 :class:`rnnt_plugin.training.LRTimeBudget` sets before each step. A machine slower than the budget assumes
 follows the clock, so its LR still decays as far as a faster one's by the end instead of being cut off at a
 higher LR; a faster one follows its steps, so it never holds the peak LR for more steps than the schedule says
-(on the demo, a machine 1.7x faster held it twice as many steps by the clock alone and its dev WER rose
-0.29 -> 0.8), and its extra epochs decay further.
+(on the demo, a machine 1.7x faster held it ~1.6x as many steps by the clock alone and its dev WER rose
+0.29 -> 0.68), and its extra epochs decay further.
 """
 
 from __future__ import annotations
