@@ -199,7 +199,7 @@ def main():
     parser.add_argument("--out", default=str(REPO / "demo_output"), help="output directory (reused on re-runs)")
     parser.add_argument("--utterances", type=int, default=6000, help="synthetic corpus size, all splits")
     parser.add_argument("--train-minutes", type=float, help="training time budget (configs/demo_cpu.yaml: 18)")
-    parser.add_argument("--epochs", type=int, help="epochs, if the time budget allows them (demo_cpu.yaml: 30)")
+    parser.add_argument("--epochs", type=int, help="epochs, if the time budget allows them (demo_cpu.yaml: 40)")
     parser.add_argument("--vocab-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2)
