@@ -103,22 +103,22 @@ def test_cuda_simulator_kernels_match_cpu_kernels_and_tuner_writes_an_entry(tmp_
 def test_launch_table_lookup_and_config_checks():
     import pytest
 
-    from rnnt_plugin.losses import tune
+    from rnnt_plugin.losses import launch
 
-    table = tune.load_table()
-    assert tune.lookup(table, "NVIDIA H100 80GB HBM3", "9.0")["threads_per_cell"] == 256
-    assert tune.lookup(table, "NVIDIA A100-SXM4-40GB", "8.0")["cells_per_block"] == 4
-    assert tune.lookup(table, "Iluvatar BI-V100", "7.1")["threads_per_cell"] % 64 == 0  # 64-wide warps
-    assert tune.lookup(table, "NVIDIA A100-SXM4-40GB", "9.0") is None  # the capability must match too
-    assert tune.lookup(table, "Tesla T4", "7.5") is None
+    table = launch.load_table()
+    assert launch.lookup(table, "NVIDIA H100 80GB HBM3", "9.0")["threads_per_cell"] == 256
+    assert launch.lookup(table, "NVIDIA A100-SXM4-40GB", "8.0")["cells_per_block"] == 4
+    assert launch.lookup(table, "Iluvatar BI-V100", "7.1")["threads_per_cell"] % 64 == 0  # 64-wide warps
+    assert launch.lookup(table, "NVIDIA A100-SXM4-40GB", "9.0") is None  # the capability must match too
+    assert launch.lookup(table, "Tesla T4", "7.5") is None
     good = dict(threads_per_cell=128, cells_per_block=2, diagonal_threads=64)
-    assert tune.check_config(good) == good
+    assert launch.check_config(good) == good
     for bad, key in ((dict(good, threads_per_cell=96), "threads_per_cell"),
                      (dict(good, cells_per_block=16), "cells_per_block"),
                      (dict(good, diagonal_threads=0), "diagonal_threads"),
                      ({"threads_per_cell": 32}, "keys")):
         with pytest.raises(ValueError, match=key):
-            tune.check_config(bad)
+            launch.check_config(bad)
 
 
 def test_cuda_kernels_compile_to_ptx_for_a100_and_h100():
@@ -150,3 +150,25 @@ def test_cuda_kernels_compile_to_ptx_for_a100_and_h100():
             except NvvmSupportError as error:
                 pytest.skip(f"libnvvm (CUDA toolkit) not available: {error}")
             assert ".entry" in ptx and f"sm_{capability[0]}{capability[1]}" in ptx
+
+
+def test_losses_modules_import_no_cycle():
+    """cuda.py (kernels) and launch.py (table) must not import tune.py (the tuner, which imports both)."""
+    import ast
+
+    package = ROOT / "rnnt_plugin" / "losses"
+    graph = {}
+    for path in package.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "rnnt_plugin.losses":
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rnnt_plugin.losses."):
+                imported.add(node.module.rsplit(".", 1)[1])
+        graph[path.stem] = imported & {p.stem for p in package.glob("*.py")}
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph.get(start, ()))
+
+    assert not [m for m in graph if m != "__init__" and reaches(m, m)], graph
+    assert "tune" not in graph["cuda"] and "cuda" not in graph["launch"], graph

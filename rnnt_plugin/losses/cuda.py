@@ -6,7 +6,7 @@ Shape legend and array layout: see cpu.py (logits (B, T, U+1, V); lse, lp_blank,
 Arrays may be Numba device arrays (the torch wrapper passes `cuda.as_cuda_array` views on torch's current
 stream) or, under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1), plain numpy arrays, which is how the tests run.
 
-Kernels (launch settings from tune.py's table: threads_per_cell, cells_per_block, diagonal_threads):
+Kernels (launch settings from launch.py's table: threads_per_cell, cells_per_block, diagonal_threads):
 - normaliser: a block holds cells_per_block lattice cells, threads_per_cell threads per cell stride over V
   (coalesced) and reduce max and sum-exp in shared memory; writes lse and the blank/label log-probs.
 - alpha_beta: grid (B, 2), one block per utterance and direction; a wavefront over the anti-diagonals t + u,
@@ -20,7 +20,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from rnnt_plugin.losses import tune
+from rnnt_plugin.losses import launch
 
 _KERNELS = {}  # (kind, dtype name, threads_per_cell, cells_per_block) -> compiled kernel
 
@@ -186,7 +186,7 @@ def _cell_launch(logits, config):
 def forward(logits, labels, logit_lengths, target_lengths, blank, lse, lp_blank, lp_label, alphas, betas, ll,
             stream=0, config=None):
     """Fill lse, lp_blank, lp_label, alphas, betas (B, T, U+1) and ll (B,) from logits (B, T, U+1, V)."""
-    config = tune.launch_config() if config is None else tune.check_config(config)
+    config = launch.launch_config() if config is None else launch.check_config(config)
     blocks, threads = _cell_launch(logits, config)
     _kernel("normaliser", logits.dtype, config)[blocks, threads, stream](
         logits, labels, logit_lengths, target_lengths, blank, lse, lp_blank, lp_label)
@@ -197,7 +197,7 @@ def forward(logits, labels, logit_lengths, target_lengths, blank, lse, lp_blank,
 def gradient(logits, labels, logit_lengths, target_lengths, blank, lse, lp_blank, lp_label, alphas, betas, ll,
              scale, fastemit_lambda, clamp, grad, stream=0, config=None):
     """Write d(sum_b scale[b] * cost_b) / d logits into grad (B, T, U+1, V); see cpu.gradient (grad may alias)."""
-    config = tune.launch_config() if config is None else tune.check_config(config)
+    config = launch.launch_config() if config is None else launch.check_config(config)
     blocks, threads = _cell_launch(logits, config)
     _kernel("gradient", logits.dtype, config)[blocks, threads, stream](
         logits, labels, logit_lengths, target_lengths, blank, lse, lp_blank, lp_label, alphas, betas, ll, scale,
