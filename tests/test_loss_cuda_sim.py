@@ -121,37 +121,6 @@ def test_launch_table_lookup_and_config_checks():
             launch.check_config(bad)
 
 
-def test_cuda_kernels_compile_to_ptx_for_a100_and_h100():
-    """Real-GPU typing and code generation, which the simulator (plain Python) does not exercise; needs libnvvm
-    (a CUDA toolkit), not a GPU."""
-    import pytest
-    from numba import types
-
-    from rnnt_plugin.losses import cuda as kernels
-
-    from numba.cuda import compile_ptx
-    from numba.cuda.cudadrv.error import NvvmSupportError
-    for dtype, capability in ((types.float32, (9, 0)), (types.float64, (8, 0))):
-        acts = types.Array(dtype, 4, "C")
-        cells = types.Array(dtype, 3, "C")
-        per_sample = types.Array(dtype, 1, "C")
-        labels = types.Array(types.int64, 2, "C")
-        lengths = types.Array(types.int64, 1, "C")
-        signatures = [
-            (kernels._make_normaliser(dtype, 128, 2),
-             (acts, labels, lengths, lengths, types.int64, cells, cells, cells)),
-            (kernels._alpha_beta, (cells, cells, lengths, lengths, cells, cells, per_sample)),
-            (kernels._make_gradient(dtype, 256, 4), (acts, labels, lengths, lengths, types.int64, *[cells] * 5,
-                                                     per_sample, per_sample, types.float64, types.float64, acts)),
-        ]
-        for kernel, signature in signatures:
-            try:
-                ptx, _ = compile_ptx(kernel.py_func, signature, cc=capability)
-            except NvvmSupportError as error:
-                pytest.skip(f"libnvvm (CUDA toolkit) not available: {error}")
-            assert ".entry" in ptx and f"sm_{capability[0]}{capability[1]}" in ptx
-
-
 def test_losses_modules_import_no_cycle():
     """cuda.py (kernels) and launch.py (table) must not import tune.py (the tuner, which imports both)."""
     import ast

@@ -15,12 +15,14 @@ def _first_bad(mask: torch.Tensor) -> int:
     return int(per_sample.nonzero()[0, 0])
 
 
-def _check_lengths(name: str, lengths, n_batch: int, low: int, high: int, high_name: str) -> None:
+def _check_lengths(name: str, lengths, n_batch: int, low: int, high: int, high_name: str, values: bool) -> None:
     if not isinstance(lengths, torch.Tensor) or lengths.dtype not in _INT_DTYPES:
         raise TypeError(f"`{name}` must be an integer torch.Tensor of shape (B,), got {type(lengths).__name__} "
                         f"{getattr(lengths, 'dtype', '')}")
     if lengths.dim() != 1 or lengths.shape[0] != n_batch:
         raise ValueError(f"`{name}` must have shape ({n_batch},) to match logits, got {tuple(lengths.shape)}")
+    if not values:
+        return
     bad = (lengths < low) | (lengths > high)
     if bool(bad.any()):
         b = _first_bad(bad)
@@ -33,8 +35,12 @@ def check_inputs(
     logit_lengths: torch.Tensor,
     target_lengths: torch.Tensor,
     blank: int,
+    check_values: bool = True,
 ) -> int:
     """Validate the loss inputs; returns the blank index resolved to [0, V).
+
+    Types, shapes and devices are always checked (host metadata, no sync); with check_values also the values
+    of the lengths and targets, which on CUDA costs three host syncs.
 
     Args:
         logits: (B, T, U+1, V) float, C-contiguous.
@@ -63,9 +69,11 @@ def check_inputs(
     for name, tensor in (("targets", targets), ("logit_lengths", logit_lengths), ("target_lengths", target_lengths)):
         if isinstance(tensor, torch.Tensor) and tensor.device != logits.device:
             raise ValueError(f"`{name}` is on {tensor.device} but `logits` is on {logits.device}")
-    _check_lengths("logit_lengths", logit_lengths, n_batch, 1, max_t, "logits.shape[1]")
+    _check_lengths("logit_lengths", logit_lengths, n_batch, 1, max_t, "logits.shape[1]", check_values)
     _check_lengths("target_lengths", target_lengths, n_batch, 0, min(max_u1 - 1, targets.shape[1]),
-                   "min(logits.shape[2] - 1, targets.shape[1])")
+                   "min(logits.shape[2] - 1, targets.shape[1])", check_values)
+    if not check_values:
+        return blank
 
     positions = torch.arange(targets.shape[1], device=targets.device)
     in_length = positions[None, :] < target_lengths[:, None]  # (B, U')

@@ -5,11 +5,19 @@ Shape legend: B batch, T frames, U labels (the lattice has U+1 rows), V vocabula
 Memory: the forward pass keeps only (B, T, U+1)-sized tensors besides the logits (log-normaliser, blank and
 label log-probs, alphas, betas); backward writes the gradient in one pass over the logits, with the incoming
 per-sample gradient folded in, into a new tensor (1x the logits) or, with grad_inplace=True, into the logits'
-own buffer (the logits are destroyed: nothing else may read them after backward). float16/bfloat16 logits are
-computed on a float32 copy (which also receives the gradient) and the gradient is returned in their dtype.
+own buffer (the logits are destroyed: nothing else may read them after backward). The arithmetic and the
+lattice tensors are float32 (float64 for float64 logits); the losses are float32 for float16/bfloat16 logits.
+On CUDA the kernels read float16/bfloat16 logits in place and write the gradient in their dtype (bytes moved:
+docs/gpu-loss.md); on CPU, whose kernels are float32/float64 only, they run on a float32 copy, which receives
+the gradient, cast back at the end.
+
+On CUDA the kernels run on torch's current stream of the logits' device, under a device guard, and the loss
+makes no host sync unless value checks are asked for (`check_values`, see `rnnt_loss`).
 """
 
+import contextlib
 import warnings
+from typing import Optional
 
 import numba
 import torch
@@ -21,19 +29,44 @@ from rnnt_plugin.losses.checks import check_inputs
 REDUCTIONS = ("mean_batch", "mean", "mean_volume", "sum", "none")
 
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the loss arithmetic and lattice tensors for logits of `dtype`: float64 or float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _lattice_buffers(x: torch.Tensor):
-    """Empty (B, T, U+1) lse, lp_blank, lp_label, alphas, betas and (B,) ll in x's dtype and device."""
+    """Empty (B, T, U+1) lse, lp_blank, lp_label, alphas, betas and (B,) ll in x's compute dtype, on x's device."""
     n_batch, max_t, max_u1, _ = x.shape
-    cells = [torch.empty((n_batch, max_t, max_u1), dtype=x.dtype, device=x.device) for _ in range(5)]
-    return (*cells, torch.empty(n_batch, dtype=x.dtype, device=x.device))
+    dtype = compute_dtype(x.dtype)
+    cells = [torch.empty((n_batch, max_t, max_u1), dtype=dtype, device=x.device) for _ in range(5)]
+    return (*cells, torch.empty(n_batch, dtype=dtype, device=x.device))
+
+
+def _on_cuda(x: torch.Tensor) -> bool:
+    """Whether x goes to the CUDA kernels (a function, so that the simulator tests can route CPU tensors there)."""
+    return x.is_cuda
+
+
+@contextlib.contextmanager
+def _cuda_launch(device: torch.device):
+    """Make `device` current (torch's and so Numba's context) and yield a Numba handle of torch's current stream
+    on it: the kernels run where the tensors are, ordered after the ops that produced them."""
+    from numba import cuda
+
+    with torch.cuda.device(device):
+        yield cuda.external_stream(torch.cuda.current_stream(device).cuda_stream)
 
 
 def _cuda_args(tensors):
-    """Torch CUDA tensors -> Numba device arrays on torch's current stream (no copies)."""
+    """Torch CUDA tensors -> Numba device arrays, no copies; bfloat16 as an int16 view of its bits (Numba has no
+    bfloat16). sync=False: no host wait on the exporting stream, the launch is ordered on torch's stream."""
     from numba import cuda
 
-    stream = cuda.external_stream(torch.cuda.current_stream().cuda_stream)
-    return [cuda.as_cuda_array(t.detach()) for t in tensors], stream
+    return [cuda.as_cuda_array(t.detach().view(torch.int16) if t.dtype == torch.bfloat16 else t.detach(),
+                               sync=False) for t in tensors]
 
 
 # Lattice rows handed to a CPU thread at a time: rows past a sample's length are cheap, so static halves of the
@@ -44,11 +77,12 @@ _ROWS_PER_CHUNK = 4
 def _forward_kernels(x, labels, logit_lengths, target_lengths, blank, buffers) -> None:
     """Fill buffers = (lse, lp_blank, lp_label, alphas, betas, ll) from x (B, T, U+1, V)."""
     lse, lp_blank, lp_label, alphas, betas, ll = buffers
-    if x.is_cuda:
+    if _on_cuda(x):
         from rnnt_plugin.losses import cuda as cuda_kernels
 
-        arrays, stream = _cuda_args((x, labels, logit_lengths, target_lengths, *buffers))
-        cuda_kernels.forward(*arrays[:4], blank, *arrays[4:], stream=stream)
+        with _cuda_launch(x.device) as stream:
+            arrays = _cuda_args((x, labels, logit_lengths, target_lengths, *buffers))
+            cuda_kernels.forward(*arrays[:4], blank, *arrays[4:], stream=stream)
         return
     follow_torch_threads()
     with numba.parallel_chunksize(_ROWS_PER_CHUNK):
@@ -60,12 +94,14 @@ def _forward_kernels(x, labels, logit_lengths, target_lengths, blank, buffers) -
 
 def _gradient_kernel(x, labels, logit_lengths, target_lengths, blank, buffers, scale, fastemit_lambda, clamp,
                      grad) -> None:
-    """Write the gradient (B, T, U+1, V) of sum_b scale[b] * cost_b into grad (may be x itself)."""
-    if x.is_cuda:
+    """Write the gradient (B, T, U+1, V) of sum_b scale[b] * cost_b into grad (x's dtype; may be x itself)."""
+    if _on_cuda(x):
         from rnnt_plugin.losses import cuda as cuda_kernels
 
-        arrays, stream = _cuda_args((x, labels, logit_lengths, target_lengths, *buffers, scale, grad))
-        cuda_kernels.gradient(*arrays[:4], blank, *arrays[4:11], fastemit_lambda, clamp, arrays[11], stream=stream)
+        with _cuda_launch(x.device) as stream:
+            arrays = _cuda_args((x, labels, logit_lengths, target_lengths, *buffers, scale, grad))
+            cuda_kernels.gradient(*arrays[:4], blank, *arrays[4:11], fastemit_lambda, clamp, arrays[11],
+                                  stream=stream)
         return
     follow_torch_threads()
     with numba.parallel_chunksize(_ROWS_PER_CHUNK):
@@ -79,7 +115,7 @@ class RNNTFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, logit_lengths, target_lengths, blank, fastemit_lambda, clamp, grad_inplace):
         x = logits.detach()
-        upcast = x.dtype in (torch.float16, torch.bfloat16)
+        upcast = x.dtype in HALF_DTYPES and not _on_cuda(x)  # the CPU kernels are float32/float64 only
         if upcast:
             x = x.float()
         labels = targets.detach().to(torch.int64).contiguous()
@@ -98,7 +134,7 @@ class RNNTFunction(torch.autograd.Function):
     def backward(ctx, grad_costs):
         x, labels, logit_lengths, target_lengths, *buffers = ctx.saved_tensors
         blank, fastemit_lambda, clamp, inplace, dtype = ctx.settings
-        scale = grad_costs.detach().to(x.dtype).contiguous()  # (B,)
+        scale = grad_costs.detach().to(compute_dtype(x.dtype)).contiguous()  # (B,)
         grad = x if inplace else torch.empty_like(x)
         _gradient_kernel(x, labels, logit_lengths, target_lengths, blank, buffers, scale, fastemit_lambda, clamp,
                          grad)
@@ -134,6 +170,7 @@ def rnnt_loss(
     clamp: float = -1.0,
     zero_infinity: bool = False,
     grad_inplace: bool = False,
+    check_values: Optional[bool] = None,
 ) -> torch.Tensor:
     """RNN-T loss of raw joint logits, log-softmax fused in.
 
@@ -147,9 +184,12 @@ def rnnt_loss(
             (sum of losses / sum of target lengths), "sum" or "none" ((B,) per-sample losses).
         fastemit_lambda: FastEmit regularisation weight (NeMo's definition; the loss is scaled by 1 + lambda).
         clamp: if > 0, each element of a sample's gradient is clamped to [-clamp, clamp].
-        zero_infinity: impossible alignments (loss +inf) give loss 0 and a warning instead of +inf; their
-            gradient is zero either way.
+        zero_infinity: impossible alignments (loss +inf) give loss 0 instead of +inf (with a warning naming the
+            samples when check_values); their gradient is zero either way.
         grad_inplace: write the gradient into the logits' buffer (destroys the logits, saves 1x their memory).
+        check_values: check the values of the lengths and targets (ValueError naming the sample) and warn about
+            zeroed samples; each costs a host sync on CUDA. None (default): on CPU yes, on CUDA no. Shapes,
+            dtypes and devices are always checked (no sync).
 
     Returns:
         Scalar loss, or (B,) per-sample losses for reduction "none".
@@ -162,15 +202,17 @@ def rnnt_loss(
         raise ValueError(f"`fastemit_lambda` must be a float >= 0, got {fastemit_lambda!r}")
     if not isinstance(clamp, (int, float)):
         raise TypeError(f"`clamp` must be a float (<= 0 disables clamping), got {clamp!r}")
-    blank = check_inputs(logits, targets, logit_lengths, target_lengths, blank)
+    if check_values is None:
+        check_values = not (isinstance(logits, torch.Tensor) and _on_cuda(logits))
+    blank = check_inputs(logits, targets, logit_lengths, target_lengths, blank, check_values=bool(check_values))
     losses = RNNTFunction.apply(logits, targets, logit_lengths, target_lengths, blank, float(fastemit_lambda),
                                 float(clamp), bool(grad_inplace))
     if zero_infinity:
         infinite = torch.isinf(losses)
-        if bool(infinite.any()):
+        if check_values and bool(infinite.any()):
             warnings.warn(f"RNN-T loss: impossible alignments zeroed for samples "
                           f"{infinite.nonzero().flatten().tolist()}", RuntimeWarning, stacklevel=2)
-            losses = losses.masked_fill(infinite, 0.0)
+        losses = losses.masked_fill(infinite, 0.0)
     return reduce_losses(losses, target_lengths, reduction)
 
 
@@ -190,6 +232,7 @@ class RNNTLoss(torch.nn.Module):
         clamp: float = -1.0,
         zero_infinity: bool = False,
         grad_inplace: bool = False,
+        check_values: Optional[bool] = None,
     ):
         super().__init__()
         if reduction is not None and reduction not in REDUCTIONS:
@@ -200,12 +243,14 @@ class RNNTLoss(torch.nn.Module):
         self.clamp = clamp
         self.zero_infinity = zero_infinity
         self.grad_inplace = grad_inplace
+        self.check_values = check_values
 
     def forward(self, log_probs, targets, input_lengths, target_lengths):
         """log_probs: (B, T, U+1, V) raw logits; targets (B, U); input_lengths, target_lengths (B,)."""
         return rnnt_loss(log_probs, targets, input_lengths, target_lengths, blank=self.blank,
                          reduction=self.reduction, fastemit_lambda=self.fastemit_lambda, clamp=self.clamp,
-                         zero_infinity=self.zero_infinity, grad_inplace=self.grad_inplace)
+                         zero_infinity=self.zero_infinity, grad_inplace=self.grad_inplace,
+                         check_values=self.check_values)
 
     def reduce(self, losses, target_lengths) -> torch.Tensor:
         """Reduce per-sample losses (B,) (or lists of them, one per sub-batch) with `self.reduction`."""

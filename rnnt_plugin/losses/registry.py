@@ -24,7 +24,7 @@ import torch
 from rnnt_plugin.losses.function import REDUCTIONS, RNNTLoss
 
 PLUGIN_LOSS_NAME = "rnnt_plugin"
-PLUGIN_LOSS_KWARGS = ("fastemit_lambda", "clamp", "zero_infinity", "grad_inplace")
+PLUGIN_LOSS_KWARGS = ("fastemit_lambda", "clamp", "zero_infinity", "grad_inplace", "check_values")
 
 
 def _has_module(name: str) -> Callable[[], bool]:
@@ -67,8 +67,8 @@ def resolve_rnnt_loss(
         loss_name: "rnnt_plugin" (ours, raw logits) or one of NeMo's names (its RNNTLoss wrapper is returned).
         blank: blank index (NeMo: the vocabulary size without blank, i.e. the last index).
         reduction: one of "mean_batch", "mean", "mean_volume", "sum", "none"/None.
-        loss_kwargs: for "rnnt_plugin", any of fastemit_lambda, clamp, zero_infinity, grad_inplace; for NeMo
-            names, passed to NeMo unchanged.
+        loss_kwargs: for "rnnt_plugin", any of fastemit_lambda, clamp, zero_infinity, grad_inplace,
+            check_values; for NeMo names, passed to NeMo unchanged.
     """
     if loss_name not in BACKENDS:
         raise ValueError(f"`loss_name` {loss_name!r} is not one of {sorted(BACKENDS)}")
