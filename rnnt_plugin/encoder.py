@@ -1,115 +1,28 @@
-"""The MLPerf RNN-T encoder: frame splicing, pre-LSTM, stack-time, post-LSTM.
+"""NeMo adapter of the encoder: NeMo's neural types, export hooks and ``_target_`` name over the core's
+:class:`~rnnt_plugin.core.encoder.StackTimeEncoder` (same arguments, weights and ``state_dict`` keys).
 
 Shapes: B batch, F input features per 10 ms frame, T input frames, H hidden size, T' output frames.
-
-    features (B, F, T) --splice x3--> (B, 3F, ceil(T/3))           30 ms per frame
-                       --pre LSTM---> (ceil(T/3), B, H)
-                       --stack x2---> (ceil(T/6), B, 2H)            60 ms per frame
-                       --post LSTM--> (B, H, T')   with T' = ceil(ceil(T/3)/2)
-
-Frame splicing and stack-time are the same operation (concatenate each frame with the next k-1 frames, keep
-every k-th, zero-pad the tail), so both use :func:`stack_frames`. Frames past an utterance's length are zeroed
-before each stacking, so an utterance encodes the same alone, in a padded batch, or in streaming chunks (the
-reference stacks whatever the padding holds).
-
-``training_dtype: bfloat16`` runs the LSTMs under ``torch.autocast`` while training (the reference's ``AMP=true``
-runs them in fp16): on a CPU with AVX512-BF16 oneDNN's bf16 LSTM took the small_cpu encoder's forward and backward
-of a (16, 80, 260) batch from 71 to 55 ms. Weights, gradients and the returned encoding stay fp32; evaluation,
-streaming and export run in fp32.
 """
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
-from nemo.collections.common.parts.rnn import rnn
 from nemo.core.classes import NeuralModule
 from nemo.core.classes.common import typecheck
 from nemo.core.classes.exportable import Exportable
 from nemo.core.neural_types import AcousticEncodedRepresentation, LengthsType, NeuralType, SpectrogramType
 
-from rnnt_plugin.precision import check_training_dtype, training_autocast
+from rnnt_plugin.core.encoder import StackTimeEncoder
 
-LSTMState = Tuple[torch.Tensor, torch.Tensor]
-
-
-def stack_frames(x: torch.Tensor, lengths: torch.Tensor, factor: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate each frame with the next ``factor - 1`` frames and keep every ``factor``-th frame.
-
-    Args:
-        x: (B, T, F) batch-major frames.
-        lengths: (B,) valid frames per utterance.
-        factor: frames stacked per output frame.
-
-    Returns:
-        (B, ceil(T / factor), F * factor) stacked frames, frames past each length zeroed; (B,) lengths
-        ceil(lengths / factor).
-    """
-    if factor == 1:
-        return x, lengths
-    batch, frames, feats = x.shape
-    valid = torch.arange(frames, device=x.device)[None, :] < lengths[:, None]  # (B, T)
-    x = x * valid.unsqueeze(-1).to(x.dtype)
-    # Pad by a constant and slice, with no branch on T, so that export traces a graph valid for every T.
-    out_frames = (frames + factor - 1) // factor
-    x = torch.nn.functional.pad(x, (0, 0, 0, factor - 1))[:, : out_frames * factor]  # (B, ceil(T/k)*k, F)
-    x = x.reshape(batch, out_frames, feats * factor)  # (B, T/k, F*k)
-    return x, torch.div(lengths + factor - 1, factor, rounding_mode="floor")
+__all__ = ["StackTimeLSTMEncoder"]
 
 
-class StackTimeLSTMEncoder(NeuralModule, Exportable):
-    """Frame splicing, ``pre_lstm_layers`` LSTM layers, stack-time, ``post_lstm_layers`` LSTM layers.
-
-    The LSTMs are unidirectional, so the encoder is causal: :meth:`forward_chunk` carries the LSTM states
-    between chunks of audio for streaming.
-
-    Args:
-        feat_in: F, features per 10 ms input frame (80 mel bands).
-        frame_splicing: frames spliced before the first LSTM (3: 30 ms per frame).
-        pre_lstm_layers: LSTM layers before stack-time.
-        stack_time_factor: frames stacked between the pre and post LSTMs (2: 60 ms per frame).
-        post_lstm_layers: LSTM layers after stack-time.
-        hidden_size: H, LSTM width; also the encoder's output size.
-        dropout: dropout between LSTM layers and on each LSTM stack's output.
-        forget_gate_bias: initial forget-gate bias of the input-hidden biases.
-        weights_init_scale: every LSTM weight and bias is multiplied by this after initialisation.
-        hidden_hidden_bias_scale: scale of the forget-gate part of the hidden-hidden biases.
-        training_dtype: null (fp32) or "bfloat16" / "float16": in train mode the LSTMs run under ``torch.autocast``
-            of that dtype.
-    """
-
-    def __init__(
-        self,
-        feat_in: int,
-        frame_splicing: int,
-        pre_lstm_layers: int,
-        stack_time_factor: int,
-        post_lstm_layers: int,
-        hidden_size: int,
-        dropout: float,
-        forget_gate_bias: float,
-        weights_init_scale: float,
-        hidden_hidden_bias_scale: float,
-        training_dtype: Optional[str] = None,
-    ):
-        super().__init__()
-        self.training_dtype = check_training_dtype("encoder", training_dtype)
-        self.frame_splicing = frame_splicing
-        self.stack_time_factor = stack_time_factor
-        self.hidden_size = hidden_size
-        self._feat_out = hidden_size
-        lstm_init = dict(
-            forget_gate_bias=forget_gate_bias,
-            dropout=dropout,
-            weights_init_scale=weights_init_scale,
-            hidden_hidden_bias_scale=hidden_hidden_bias_scale,
-        )
-        self.pre_lstm = rnn(feat_in * frame_splicing, hidden_size, pre_lstm_layers, **lstm_init)
-        self.post_lstm = rnn(hidden_size * stack_time_factor, hidden_size, post_lstm_layers, **lstm_init)
+class StackTimeLSTMEncoder(StackTimeEncoder, NeuralModule, Exportable):
+    """:class:`~rnnt_plugin.core.encoder.StackTimeEncoder` as a NeMo encoder (``cfg.model.encoder``)."""
 
     @property
-    def subsampling_factor(self) -> int:
-        """Input frames per output frame (6: one output per 60 ms)."""
-        return self.frame_splicing * self.stack_time_factor
+    def _feat_out(self) -> int:  # NeMo's name for the output size
+        return self.hidden_size
 
     @property
     def input_types(self):
@@ -127,50 +40,12 @@ class StackTimeLSTMEncoder(NeuralModule, Exportable):
 
     @typecheck()
     def forward(self, audio_signal: torch.Tensor, length: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Encode a batch of feature sequences.
-
-        Args:
-            audio_signal: (B, F, T) features.
-            length: (B,) valid input frames.
-
-        Returns:
-            (B, H, T') encoded frames and (B,) valid output frames.
-        """
-        with training_autocast(audio_signal.device.type, self.training_dtype, self.training):
-            encoded, encoded_len, _ = self.forward_chunk(audio_signal, length, None)
-        return encoded.float(), encoded_len
-
-    def forward_chunk(
-        self,
-        features: torch.Tensor,
-        length: torch.Tensor,
-        state: Optional[Tuple[LSTMState, LSTMState]],
-    ) -> Tuple[torch.Tensor, torch.Tensor, Tuple[LSTMState, LSTMState]]:
-        """Encode one chunk, starting from the LSTM states of the previous chunk.
-
-        Chunks after the first must start on a multiple of :attr:`subsampling_factor` input frames, so that
-        splicing and stack-time group the same frames as for the whole utterance.
-
-        Args:
-            features: (B, F, T) features of this chunk.
-            length: (B,) valid frames of this chunk.
-            state: the (pre, post) LSTM states returned for the previous chunk, or None at the start.
-
-        Returns:
-            (B, H, T') encoded frames, (B,) valid output frames, and the (pre, post) LSTM states after the chunk,
-            each a pair of (layers, B, H) tensors.
-        """
-        pre_state, post_state = state if state is not None else (None, None)
-        x, lengths = stack_frames(features.transpose(1, 2), length, self.frame_splicing)  # (B, T/3, 3F)
-        x, pre_state = self.pre_lstm(x.transpose(0, 1), pre_state)  # (T/3, B, H)
-        x, lengths = stack_frames(x.transpose(0, 1), lengths, self.stack_time_factor)  # (B, T/6, 2H)
-        x, post_state = self.post_lstm(x.transpose(0, 1), post_state)  # (T/6, B, H)
-        return x.permute(1, 2, 0), lengths, (pre_state, post_state)  # (B, H, T/6)
+        """audio_signal (B, F, T), length (B,) -> (B, H, T') encoded frames, (B,) valid output frames."""
+        return super().forward(audio_signal, length)
 
     def input_example(self, max_batch: int = 1, max_dim: int = 96):
         """An (audio_signal (B, F, T), length (B,)) pair for export tracing."""
         param = next(self.parameters())
-        feat_in = self.pre_lstm.lstm.input_size // self.frame_splicing
-        signal = torch.randn(max_batch, feat_in, max_dim, device=param.device, dtype=param.dtype)
+        signal = torch.randn(max_batch, self.feat_in, max_dim, device=param.device, dtype=param.dtype)
         length = torch.full((max_batch,), max_dim, device=param.device, dtype=torch.int64)
         return signal, length

@@ -1,15 +1,6 @@
-"""The joint network: NeMo's ``RNNTJoint`` (encoder and prediction projections, sum, ReLU, dropout, output layer)
-with a dropout whose CPU mask is cheaper to draw and an optional reduced-precision training pass.
-
-``torch.nn.Dropout`` draws its CPU mask with ``bernoulli_``, which on the (B, T', U+1, H) joint activations of
-the MLPerf model (4 x 84 x 21 x 512) took 37 ms of a 0.35 s joint + loss forward and backward on one core;
-comparing ``torch.rand`` with p gives the same distribution of masks in a third of the time.
-
-The joint's three (B*T'*(U+1), H) x (H, V) matrix products are ~80% of joint + loss in fp32. The MLPerf reference
-can train under mixed precision (its ``AMP=true``: apex AMP, matrix products in fp16; fp32 by default);
-``training_dtype: bfloat16`` does that for the joint through ``torch.autocast`` (:mod:`rnnt_plugin.precision`):
-bf16 operands, fp32 accumulation, fp32 weights and gradients. On a CPU with AVX512-BF16 each product is ~4x faster
-(7056 x 512 x 1024: 80 -> 20 ms on one core). Evaluation, decoding and export stay in fp32.
+"""NeMo adapter of the joint: NeMo's ``RNNTJoint`` (which NeMo's decoding strategies and fused loss/WER call into)
+with the core joint's cheaper CPU dropout and reduced-precision training pass. Its layout is the core
+:class:`~rnnt_plugin.core.joint.Joint`'s, so the same weights give the same logits in both.
 """
 
 from typing import Optional
@@ -17,31 +8,8 @@ from typing import Optional
 import torch
 from nemo.collections.asr.modules import RNNTJoint
 
-from rnnt_plugin.precision import check_training_dtype, training_autocast
-
-
-class MaskDropout(torch.nn.Module):
-    """``torch.nn.Dropout(p)``: in training each element is zeroed with probability p and the rest scaled by
-    1 / (1 - p); identity in eval mode. CPU masks come from ``torch.rand(...) >= p`` (torch's generator, so seeding
-    works as usual); other devices use torch's fused dropout."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout p must be in [0, 1), got {p}")
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if x.device.type != "cpu":
-            return torch.nn.functional.dropout(x, self.p, training=True)
-        keep = torch.rand(x.shape, device=x.device) >= self.p  # (...,) bool, like x
-        out = x * keep  # autograd keeps the 1-byte mask for the backward pass
-        return out.mul_(1.0 / (1.0 - self.p))
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+from rnnt_plugin.core.joint import MaskDropout
+from rnnt_plugin.core.precision import check_training_dtype, training_autocast
 
 
 class MLPerfJoint(RNNTJoint):

@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from omegaconf import open_dict
 
-from rnnt_plugin.decoding.greedy import GreedyNet, greedy_search
+from rnnt_plugin.core.greedy import GreedyNet, greedy_search
 from rnnt_plugin.losses.function import rnnt_loss
 
 __all__ = ["check_warps", "encode_with_vtln", "most_likely_transcripts", "use_vtln", "warps_argument"]

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from rnnt_plugin.encoder import StackTimeLSTMEncoder, stack_frames
+from rnnt_plugin.core.encoder import stack_frames
+from rnnt_plugin.encoder import StackTimeLSTMEncoder
 
 
 def make_encoder(**overrides) -> StackTimeLSTMEncoder:

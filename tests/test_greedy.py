@@ -17,7 +17,8 @@ import torch
 from omegaconf import open_dict
 
 from rnnt_plugin.data import synth
-from rnnt_plugin.decoding.greedy import PLUGIN_GREEDY_STRATEGY, GreedyNet, PluginGreedyRNNTInfer, greedy_search
+from rnnt_plugin.core.greedy import GreedyNet, greedy_search
+from rnnt_plugin.decoding.greedy import PLUGIN_GREEDY_STRATEGY, PluginGreedyRNNTInfer
 from rnnt_plugin.models import MLPerfRNNTModel
 from small_model import build_small_model
 

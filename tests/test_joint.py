@@ -4,7 +4,8 @@ bf16 training pass."""
 import pytest
 import torch
 
-from rnnt_plugin.joint import MaskDropout, MLPerfJoint
+from rnnt_plugin.core.joint import MaskDropout
+from rnnt_plugin.joint import MLPerfJoint
 
 
 def test_mask_dropout_zeroes_p_and_scales_the_rest():

@@ -134,7 +134,7 @@ def test_onnx_greedy_text_equals_model_transcribe(deployed):
 
 
 def test_decoding_limits(deployed):
-    """max_symbols_per_step acts as NeMo's max_symbols; max_symbol_per_sample truncates the hypotheses."""
+    """max_symbols_per_step acts as NeMo's max_symbols."""
     model, export_dir = deployed.model, str(deployed.export_dir)
     audio, lengths = _load_batch(deployed.test_audio[:4])
     with torch.no_grad():
@@ -151,9 +151,31 @@ def test_decoding_limits(deployed):
     one_per_frame = onnx_greedy.OnnxTranscriber(export_dir, max_symbols_per_step=1).decoder(encoded, encoded_len)
     assert one_per_frame == [h.y_sequence.tolist() for h in hyps]
     unlimited = onnx_greedy.OnnxTranscriber(export_dir).decoder(encoded, encoded_len)
-    capped = onnx_greedy.OnnxTranscriber(export_dir, max_symbol_per_sample=5).decoder(encoded, encoded_len)
-    assert capped == [hyp[:5] for hyp in unlimited] and max(len(h) for h in unlimited) > 5
     assert one_per_frame != unlimited  # the per-frame limit binds on this model
+
+
+def test_nemo_and_export_agree_where_the_per_utterance_limit_binds(deployed):
+    """Both searches stop an utterance at the start of a frame once it holds more than max_symbol_per_sample
+    labels (the MLPerf reference's rule): the .nemo and its export print the same text where the limit binds."""
+    model, limit = deployed.model, 3
+    cfg = model.cfg.decoding.copy()
+    cfg.greedy.max_symbol_per_sample = limit
+    model.change_decoding_strategy(decoding_cfg=cfg, verbose=False)
+    try:
+        capped = transcribe_files(model, deployed.test_audio, batch_size=4)
+    finally:
+        model.change_decoding_strategy(decoding_cfg=model.cfg.decoding.copy(), verbose=False)
+    exported = onnx_greedy.OnnxTranscriber(str(deployed.export_dir), max_symbol_per_sample=limit)
+    assert exported.transcribe(deployed.test_audio) == capped
+    audio = [soundfile.read(p, dtype="float32")[0] for p in deployed.test_audio]
+    full, _ = onnx_greedy.OnnxTranscriber(str(deployed.export_dir)).align_audio(audio)
+    ids, frames = exported.align_audio(audio)
+    assert sum(len(f) > limit + 1 for f in full) >= 3, [len(f) for f in full]  # the limit binds on several
+    for labels, at, unlimited in zip(ids, frames, full):
+        assert labels == unlimited[: len(labels)]
+        # stopped at the start of a frame, after passing the limit (not on reaching it), or not stopped early
+        assert len(labels) == len(unlimited) or (len(labels) > limit and sum(t < at[-1] for t in at) <= limit)
+
 
 
 def _greedy_cfg(model, max_symbols: int):

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from rnnt_plugin.decoding.greedy import GreedyNet, greedy_search
+from rnnt_plugin.core.greedy import GreedyNet, greedy_search
 from rnnt_plugin.losses.function import rnnt_loss
 from rnnt_plugin.vtln import encode_with_vtln, most_likely_transcripts, use_vtln, warps_argument
 from small_model import build_small_model
@@ -50,7 +50,7 @@ def log_likelihood_one_by_one(model, labels, encoded) -> float:
 
 def test_fixed_warp_is_vtlp_at_that_factor_and_none_at_one(model, files):
     audio, length = load(files)
-    pre = model.preprocessor
+    pre = model.preprocessor.log_mel
     plain, frames = pre.get_features(audio, length)
     unwarped, _ = pre.get_features(audio, length, warp=1.0)
     torch.testing.assert_close(unwarped, plain, rtol=0, atol=1e-4)

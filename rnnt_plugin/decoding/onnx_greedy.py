@@ -80,15 +80,17 @@ class GreedyDecoder:
     Each utterance keeps its own frame index; every step runs the decoder+joint once on the utterances still
     decoding (A of them), each on its current frame. A blank moves that utterance to its next frame and keeps
     its prediction-net state; a symbol is appended and updates the state, and the utterance stays on the frame
-    until it has emitted ``max_symbols_per_step`` there. An utterance is done at its last frame or after
-    ``max_symbol_per_sample`` symbols.
+    until it has emitted ``max_symbols_per_step`` there. An utterance is done at its last frame, or at the start
+    of a frame once it holds more than ``max_symbol_per_sample`` symbols (the MLPerf reference's rule, as the
+    PyTorch search's ``rnnt_plugin.core.greedy``: it may end with up to ``max_symbol_per_sample +
+    max_symbols_per_step``).
     """
 
     def __init__(self, session: onnxruntime.InferenceSession, blank_id: int, max_symbols_per_step: int,
                  max_symbol_per_sample: int):
-        if max_symbols_per_step < 1 or max_symbol_per_sample < 1:
-            raise ValueError(f"max_symbols_per_step ({max_symbols_per_step}) and max_symbol_per_sample "
-                             f"({max_symbol_per_sample}) must be >= 1")
+        if max_symbols_per_step < 1 or max_symbol_per_sample < 0:
+            raise ValueError(f"max_symbols_per_step ({max_symbols_per_step}) must be >= 1 and max_symbol_per_sample "
+                             f"({max_symbol_per_sample}) >= 0")
         inputs = {i.name: i.shape for i in session.get_inputs()}
         layers, _, hidden = inputs["input_states_1"]  # (L, B, H); B is dynamic
         if not (isinstance(layers, int) and isinstance(hidden, int)):
@@ -148,7 +150,9 @@ class GreedyDecoder:
             advance = active[~emit | (on_frame[active] >= self.max_symbols_per_step)]
             frame[advance] += 1
             on_frame[advance] = 0
-            done = (frame[active] >= lengths[active]) | (total[active] >= self.max_symbol_per_sample)
+            at_frame_start = on_frame[active] == 0  # just advanced: the per-utterance limit is checked here
+            full = at_frame_start & (total[active] > self.max_symbol_per_sample)
+            done = (frame[active] >= lengths[active]) | full
             active = active[~done]
         return hyps, hyp_frames
 

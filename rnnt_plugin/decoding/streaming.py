@@ -30,7 +30,7 @@ import numpy as np
 import soundfile
 import torch
 
-from rnnt_plugin.decoding.greedy import DecoderState, GreedyNet, greedy_search
+from rnnt_plugin.core.greedy import DecoderState, GreedyNet, greedy_search
 
 DEFAULT_CHUNK_SECONDS = 0.96  # 16 encoder frames
 
@@ -161,7 +161,7 @@ def transcribe_stream(
         stats: optional per-feature (mean (F,), std (F,)) to normalise with; None: cumulative statistics.
         max_symbols_per_step, max_symbol_per_sample: the greedy search's limits.
     """
-    fz = model.preprocessor.featurizer if hasattr(model.preprocessor, "featurizer") else model.preprocessor
+    fz = model.preprocessor.log_mel
     if fz.normalize != "per_feature":
         raise ValueError(f"model: streaming needs per_feature normalisation, got {fz.normalize!r}")
     encoder = model.encoder
