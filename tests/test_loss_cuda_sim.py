@@ -79,15 +79,18 @@ for s in settings:
     results.append({"dtype": np.dtype(s["dtype"]).name, "impossible": bool(np.isinf(want_ll).any()), **errors})
 
 table = sys.argv[2]
-tuned = tune.tune(shape=(1, 2, 2, 4), repeats=1, cell_candidates=[dict(threads_per_cell=2, cells_per_block=1),
-                  dict(threads_per_cell=4, cells_per_block=2)], diagonal_candidates=(1, 2), table_path=table)
+tuned = tune.tune(shapes=[(1, 2, 2, 4)], dtypes=("float32", "float64", "bfloat16"), repeats=1,
+                  cell_candidates=[dict(threads_per_cell=2, cells_per_block=1),
+                                   dict(threads_per_cell=4, cells_per_block=2),
+                                   dict(threads_per_cell=256, cells_per_block=4)],
+                  diagonal_candidates=(1, 2), table_path=table)
 print(json.dumps({"cases": results, "tuned": tuned, "table": json.load(open(table))}))
 """
 
 
 def test_cuda_simulator_kernels_match_cpu_kernels_and_tuner_writes_an_entry(tmp_path):
     table = tmp_path / "table.json"
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "XDG_CACHE_HOME": str(tmp_path)}  # no user launch table
     proc = subprocess.run([sys.executable, "-c", SIM_SCRIPT, str(ROOT), str(table)], env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -95,9 +98,32 @@ def test_cuda_simulator_kernels_match_cpu_kernels_and_tuner_writes_an_entry(tmp_
     assert len(summary["cases"]) == 3 and summary["cases"][1]["impossible"]
     tuned = summary["tuned"]
     assert tuned["config"]["threads_per_cell"] in (2, 4) and tuned["config"]["diagonal_threads"] in (1, 2)
-    entries = [e for e in summary["table"]["entries"] if e["name"] == "unknown"]
-    assert len(entries) == 1 and entries[0]["config"] == tuned["config"] and "tuned" in entries[0]["source"]
-    assert any(e["name"] == "NVIDIA H100" for e in summary["table"]["entries"])  # the others are kept
+    entries = summary["table"]["entries"]
+    assert len(entries) == 1 and entries[0]["name"] == "unknown" and entries[0]["config"] == tuned["config"]
+    assert "tuned" in entries[0]["source"] and "CUDA events" in entries[0]["source"]
+    # 1,024-thread blocks do not fit the float64 gradient kernel (78 registers on sm_90): skipped, never timed
+    assert [s["dtype"] for s in tuned["skipped"]] == ["float64"], tuned["skipped"]
+    assert any("gradient: 1024 threads x 78 registers" in p for p in tuned["skipped"][0]["problems"])
+    assert not [t for t in tuned["timings"] if t["config"]["threads_per_cell"] == 256 and t["dtype"] != "float32"]
+    assert {t["dtype"] for t in tuned["timings"]} == {"float32", "float64", "bfloat16"}
+
+
+def test_tuner_writes_the_user_table_and_lookups_read_it_first(tmp_path, monkeypatch):
+    from rnnt_plugin.losses import launch
+
+    user = tmp_path / "user" / "launch_table.json"
+    monkeypatch.setattr(launch, "USER_TABLE", user)
+    monkeypatch.delenv(launch.TABLE_ENV, raising=False)
+    before = launch.PACKAGE_TABLE.read_text()
+    mine = dict(threads_per_cell=64, cells_per_block=4, diagonal_threads=64)
+    launch.write_entry(user, "NVIDIA H100", "9.0", mine, "test")
+    launch.write_entry(user, "Tesla T4", "7.5", dict(mine, cells_per_block=2), "test")
+    assert launch.PACKAGE_TABLE.read_text() == before
+    assert [e["name"] for e in launch.load_table(user)["entries"]] == ["NVIDIA H100", "Tesla T4"]
+    h100 = launch.Device("NVIDIA H100 80GB HBM3", "9.0", launch.Limits())
+    assert launch.launch_config(h100) == mine
+    a100 = launch.Device("NVIDIA A100-SXM4-40GB", "8.0", launch.Limits())  # not in the user table: the package's
+    assert launch.launch_config(a100) == launch.lookup(launch.load_table(), a100.name, "8.0")
 
 
 def test_launch_table_lookup_and_config_checks():

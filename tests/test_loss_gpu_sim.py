@@ -34,8 +34,8 @@ if SIMULATED and "rnnt_plugin" not in sys.modules:
 
 
 @pytest.mark.skipif(SIMULATED, reason="this is the driver")
-def test_simulator_suite_passes():
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+def test_simulator_suite_passes(tmp_path):
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "XDG_CACHE_HOME": str(tmp_path)}  # no user launch table
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]

@@ -46,6 +46,7 @@ STORAGE = {
 }
 _KERNELS = {}  # (kind, logits dtype name) -> kernel
 _SETTINGS = {}  # (kind, logits dtype name, device, requested setting) -> setting launched
+_RESOURCES = {}  # (kind, logits dtype name, device) -> launch.KernelResources
 
 
 # Loads (storage -> compute dtype) and stores (compute -> storage dtype) of logits and gradient elements, as LLVM
@@ -327,12 +328,24 @@ def signature(kind: str, name: str) -> tuple:
 def _resources(kind: str, name: str, args, dev: launch.Device) -> launch.KernelResources:
     """What kernel `kind` compiled for `args` needs: the driver's figures; under the simulator, or when the
     device is unknown, the recorded ptxas figures (launch.recorded_resources)."""
-    if SIMULATOR or not dev.known:
-        return launch.recorded_resources(kind, name, dev.capability)
-    dispatcher = kernel(kind, name)
-    compiled = dispatcher.compile(tuple(dispatcher.typeof_pyval(a) for a in args))
-    return launch.KernelResources(registers=compiled.regs_per_thread, static_shared=compiled.shared_mem_per_block,
-                                  max_threads_per_block=compiled.max_threads_per_block)
+    key = (kind, name, dev)
+    if key not in _RESOURCES:
+        if SIMULATOR or not dev.known:
+            _RESOURCES[key] = launch.recorded_resources(kind, name, dev.capability)
+        else:
+            dispatcher = kernel(kind, name)
+            compiled = dispatcher.compile(tuple(dispatcher.typeof_pyval(a) for a in args))
+            _RESOURCES[key] = launch.KernelResources(registers=compiled.regs_per_thread,
+                                                     static_shared=compiled.shared_mem_per_block,
+                                                     max_threads_per_block=compiled.max_threads_per_block)
+    return _RESOURCES[key]
+
+
+def setting_problems(kind: str, name: str, args, config: dict, dev: launch.Device = None) -> list:
+    """Why `config` cannot launch kernel `kind` for logits dtype `name` (compiled for `args`) on `dev`."""
+    dev = launch.device() if dev is None else dev
+    return launch.problems(kind, config, compute_dtype(name).itemsize, _resources(kind, name, args, dev),
+                           dev.limits)
 
 
 def launch_setting(kind: str, name: str, args, config=None, dev: launch.Device = None) -> dict:
@@ -343,13 +356,11 @@ def launch_setting(kind: str, name: str, args, config=None, dev: launch.Device =
     requested = launch.launch_config(dev) if config is None else launch.check_config(dict(config))
     key = (kind, name, dev, tuple(requested.items()))
     if key not in _SETTINGS:
-        itemsize = compute_dtype(name).itemsize
-        resources = _resources(kind, name, args, dev)
-        found = launch.problems(kind, requested, itemsize, resources, dev.limits)
+        found = setting_problems(kind, name, args, requested, dev)
         chosen = requested
         if found:
             chosen = dict(launch.SAFE_CONFIG)
-            unsafe = launch.problems(kind, chosen, itemsize, resources, dev.limits)
+            unsafe = setting_problems(kind, name, args, chosen, dev)
             if unsafe:
                 raise RuntimeError(f"RNN-T loss: the {kind} kernel ({name}) cannot launch on {dev.name} even with "
                                    f"{chosen}: {'; '.join(unsafe)}")

@@ -2,8 +2,9 @@
 
 Settings (see cuda.py): threads_per_cell (power of two; threads sharing one lattice cell's V loop),
 cells_per_block (cells per block; threads_per_cell * cells_per_block <= 1024), diagonal_threads (block size of
-the alpha/beta wavefront). The table is launch_table.json beside this file; a table named by the environment
-variable RNNT_PLUGIN_LAUNCH_TABLE is consulted first. Lookup: the entry whose name is the longest
+the alpha/beta wavefront). Tables are consulted in this order: the one named by the environment variable
+RNNT_PLUGIN_LAUNCH_TABLE, the user's (USER_TABLE, where `python -m rnnt_plugin.losses.tune` writes), the
+package's launch_table.json beside this file. Lookup: the entry whose name is the longest
 case-insensitive substring of the GPU's name and whose compute capability matches (or is "*"), else "default".
 
 A setting is checked against what the compiled kernel may use on the device before it is launched (cuda.py):
@@ -27,6 +28,7 @@ from pathlib import Path
 
 PACKAGE_TABLE = Path(__file__).with_name("launch_table.json")
 TABLE_ENV = "RNNT_PLUGIN_LAUNCH_TABLE"
+USER_TABLE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rnnt_plugin" / "launch_table.json"
 KEYS = ("threads_per_cell", "cells_per_block", "diagonal_threads")
 RESOURCES_FILE = Path(__file__).with_name("kernel_resources.json")
 KINDS = ("normaliser", "alpha_beta", "gradient")
@@ -204,9 +206,9 @@ def current_device() -> tuple:
 
 
 @functools.lru_cache(maxsize=None)
-def _cached_config(name: str, compute_capability: str, user_table: str) -> tuple:
+def _cached_config(name: str, compute_capability: str, env_table: str, user_table: str) -> tuple:
     """(config items, whether a table entry matched)."""
-    for path in ([Path(user_table)] if user_table else []) + [PACKAGE_TABLE]:
+    for path in [Path(p) for p in (env_table, user_table) if p and Path(p).exists()] + [PACKAGE_TABLE]:
         table = load_table(path)
         config = lookup(table, name, compute_capability)
         if config is not None:
@@ -218,7 +220,7 @@ def launch_config(dev: Device = None) -> dict:
     """Launch settings for `dev` (default: the current CUDA device); the table's default, with one log line,
     for a device without an entry."""
     dev = device() if dev is None else dev
-    items, matched = _cached_config(dev.name, dev.capability, os.environ.get(TABLE_ENV, ""))
+    items, matched = _cached_config(dev.name, dev.capability, os.environ.get(TABLE_ENV, ""), str(USER_TABLE))
     if not matched and dev.known:
         _log_once(f"RNN-T loss: no launch-table entry for {dev.name} (compute capability {dev.capability}); "
                   f"using the default {dict(items)} (tune one with `python -m rnnt_plugin.losses.tune`)")
@@ -226,9 +228,15 @@ def launch_config(dev: Device = None) -> dict:
 
 
 def write_entry(path: Path, name: str, compute_capability: str, config: dict, source: str) -> None:
-    """Insert or replace the (name, compute_capability) entry of the table at path (atomic write)."""
+    """Insert or replace the (name, compute_capability) entry of the table at path (atomic write); a new table
+    holds only its own entries (lookups fall through to the package's table for the others)."""
     path = Path(path)
-    table = load_table(path if path.exists() else PACKAGE_TABLE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        table = load_table(path)
+    else:
+        table = {"comment": f"user launch table of rnnt_plugin.losses (consulted before {PACKAGE_TABLE.name})",
+                 "default": load_table()["default"], "entries": []}
     table["entries"] = [e for e in table["entries"]
                         if (e["name"], e["compute_capability"]) != (name, compute_capability)]
     table["entries"].append({"name": name, "compute_capability": compute_capability,
