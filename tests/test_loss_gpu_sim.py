@@ -24,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-N_SIMULATED_TESTS = 10  # tests below marked `sim` (parametrised cases counted)
+N_SIMULATED_TESTS = 11  # tests below marked `sim` (parametrised cases counted)
 sim = pytest.mark.skipif(not SIMULATED, reason="runs in the simulator subprocess of test_simulator_suite_passes")
 
 if SIMULATED and "rnnt_plugin" not in sys.modules:
@@ -266,6 +266,18 @@ def _route_cpu_tensors_to_simulated_cuda(monkeypatch) -> list:
                         or _FakeStream())
     monkeypatch.setattr(numba.cuda, "external_stream", lambda ptr: ("numba stream", ptr), raising=False)
     monkeypatch.setattr(numba.cuda, "as_cuda_array", as_cuda_array, raising=False)
+
+    class Gpus:
+        def __getitem__(self, index):
+            @contextlib.contextmanager
+            def primary_context():
+                events.append(("enter", f"numba device {index}"))
+                yield
+                events.append(("exit", f"numba device {index}"))
+
+            return primary_context()
+
+    monkeypatch.setattr(numba.cuda, "gpus", Gpus())
     return events
 
 
@@ -314,8 +326,26 @@ def test_torch_bridge_runs_the_kernels_on_the_tensors_device_and_stream(monkeypa
         assert all(not e[3] for e in arrays)  # sync=False: no host wait
         device = torch.device("cpu")  # the tensors' device (a CUDA one on a GPU)
         assert ("stream", device) in events and ("enter", device) in events
+        assert ("enter", "numba device None") in events  # device.index (None for the CPU)
         assert [e for e in events if e[0] in ("forward", "gradient")] == [
-            ("forward", ("numba stream", 12345), 1), ("gradient", ("numba stream", 12345), 1)]  # inside the guard
+            ("forward", ("numba stream", 12345), 2), ("gradient", ("numba stream", 12345), 2)]  # inside both guards
+
+
+@sim
+def test_cuda_launch_guards_the_given_device_and_takes_its_stream(monkeypatch):
+    """_cuda_launch(cuda:1): torch's guard and Numba's primary context of device 1, torch's current stream of
+    cuda:1 (not of the current device) wrapped for Numba."""
+    import torch
+
+    from rnnt_plugin.losses import function
+
+    events = _route_cpu_tensors_to_simulated_cuda(monkeypatch)
+    device = torch.device("cuda", 1)
+    with function._cuda_launch(device) as stream:
+        inside = list(events)
+    assert stream == ("numba stream", 12345)
+    assert inside == [("enter", device), ("enter", "numba device 1"), ("stream", device)]
+    assert events[len(inside):] == [("exit", "numba device 1"), ("exit", device)]
 
 
 def _cpu_loss_and_grad(logits, labels, logit_lengths, target_lengths):

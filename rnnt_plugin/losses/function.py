@@ -52,11 +52,12 @@ def _on_cuda(x: torch.Tensor) -> bool:
 
 @contextlib.contextmanager
 def _cuda_launch(device: torch.device):
-    """Make `device` current (torch's and so Numba's context) and yield a Numba handle of torch's current stream
-    on it: the kernels run where the tensors are, ordered after the ops that produced them."""
+    """Make `device` current for torch and for Numba (its primary context pushed, as torch's guard alone leaves
+    the driver's current context to the runtime) and yield a Numba handle of torch's current stream on it: the
+    kernels run where the tensors are, ordered after the ops that produced them."""
     from numba import cuda
 
-    with torch.cuda.device(device):
+    with torch.cuda.device(device), cuda.gpus[device.index]:
         yield cuda.external_stream(torch.cuda.current_stream(device).cuda_stream)
 
 
