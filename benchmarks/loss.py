@@ -4,6 +4,14 @@ Usage:
     .venv/bin/python benchmarks/loss.py --quick   # ours + log_softmax; NeMo warprnnt_numba on the small shape (~3 min)
     .venv/bin/python benchmarks/loss.py           # + NeMo warprnnt_numba on all shapes, NeMo pytorch on the small
                                                   #   one (~15 min: NeMo pytorch alone takes ~8 min there)
+    .venv/bin/python benchmarks/loss.py --gpu     # on CUDA instead: fp32/fp16/bf16 at an MLPerf size (see below)
+
+GPU mode (--gpu; --gpu-shape B T U1 V, default 64 240 80 1024): per logits dtype, CUDA-event medians of ours
+forward + backward, one torch.log_softmax forward and a device-to-device copy of the logits; `gb_per_s` is the
+bytes the loss must move (docs/gpu-loss.md: 12 per float32 logit, 6 per float16/bfloat16 one) over its time;
+`peak_extra_x_logits` is the peak of torch's allocator during forward + backward over the logits' bytes
+(`inplace_...`: with grad_inplace); NeMo's warprnnt_numba (float32) is timed too where NeMo imports.
+`gpu_rows(device="cpu")` runs the same code on the CPU with wall-clock timers (the tests' dry run).
 
 Shapes are B x T x (U+1) x V float32 logits: 4x100x31x1024, 8x150x41x1024, 2x250x81x1024, full lengths.
 Timing: one process, 1 thread (torch and Numba) unless stated; medians over --repeats runs of forward +
@@ -25,6 +33,7 @@ The last line is one JSON object for the 8x150x41x1024 case.
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import statistics
@@ -175,6 +184,83 @@ def bench_shape(shape, repeats: int, run_nemo_numba: bool, run_nemo_pytorch: boo
     return row
 
 
+GPU_SHAPE = (64, 240, 80, 1024)
+LOSS_BYTES_PER_LOGIT = {torch.float32: 12, torch.float16: 6, torch.bfloat16: 6, torch.float64: 24}
+
+
+def _device_ms(fn, repeats: int, device: torch.device) -> float:
+    """Median milliseconds of fn(): CUDA events on the current stream, or wall clock on the CPU; one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            begin = time.perf_counter()
+            fn()
+            times.append(1e3 * (time.perf_counter() - begin))
+    return statistics.median(times)
+
+
+def _peak_extra(fn, logits: torch.Tensor) -> float:
+    """Peak allocator bytes above the current ones during fn(), over the logits' bytes (CUDA only)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return round((torch.cuda.max_memory_allocated() - before) / (logits.numel() * logits.element_size()), 3)
+
+
+def gpu_rows(shape=GPU_SHAPE, dtypes=(torch.float32, torch.float16, torch.bfloat16), repeats: int = 5,
+             device: str = "cuda") -> list:
+    """One row per dtype: ours vs log_softmax and a copy (see the module docstring)."""
+    device = torch.device(device)
+    from rnnt_plugin.losses import rnnt_loss
+
+    n_batch, max_t, max_u1, vocab = shape
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, vocab - 1, (n_batch, max_u1 - 1), generator=gen).to(device)
+    logit_lengths = torch.full((n_batch,), max_t, device=device)
+    target_lengths = torch.full((n_batch,), max_u1 - 1, device=device)
+    rows = []
+    for dtype in dtypes:
+        logits = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+
+        def ours(source=logits, inplace=False):
+            x = source.detach().requires_grad_()
+            rnnt_loss(x, labels, logit_lengths, target_lengths, blank=vocab - 1, grad_inplace=inplace).backward()
+
+        copy = torch.empty_like(logits)
+        ours_ms = _device_ms(ours, repeats, device)
+        lsm_ms = _device_ms(lambda: torch.log_softmax(logits, -1), repeats, device)
+        copy_ms = _device_ms(lambda: copy.copy_(logits), repeats, device)
+        row = {"device": str(device), "shape": "x".join(map(str, shape)), "dtype": str(dtype).split(".")[1],
+               "ours_ms": round(ours_ms, 3), "lsm_fwd_ms": round(lsm_ms, 3), "copy_ms": round(copy_ms, 3),
+               "lsm_passes": round(ours_ms / lsm_ms, 2),
+               "gb_per_s": round(logits.numel() * LOSS_BYTES_PER_LOGIT[dtype] / ours_ms / 1e6, 1),
+               "copy_gb_per_s": round(2 * logits.numel() * logits.element_size() / copy_ms / 1e6, 1)}
+        del copy
+        if device.type == "cuda":
+            row["peak_extra_x_logits"] = _peak_extra(ours, logits)
+            scratch = logits.clone()
+            row["inplace_peak_extra_x_logits"] = _peak_extra(lambda: ours(scratch, inplace=True), logits)
+            del scratch
+        if dtype == torch.float32 and importlib.util.find_spec("nemo") is not None:
+            nemo = loss_fn("numba", vocab - 1)
+            nemo_ms = _device_ms(lambda: nemo(logits.detach().requires_grad_(), labels, logit_lengths,
+                                              target_lengths).backward(), repeats, device)
+            row.update(nemo_numba_ms=round(nemo_ms, 3), speedup_vs_nemo_numba=round(nemo_ms / ours_ms, 2))
+        rows.append(row)
+        del logits
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
@@ -183,7 +269,15 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="thread count of the scaling run")
     parser.add_argument("--memory-child", nargs=5, metavar=("IMPL", "B", "T", "U1", "V"), help=argparse.SUPPRESS)
     parser.add_argument("--inplace", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--gpu", action="store_true", help="benchmark on CUDA (fp32, fp16, bf16) instead of the CPU")
+    parser.add_argument("--gpu-shape", type=int, nargs=4, default=GPU_SHAPE, metavar=("B", "T", "U1", "V"))
     args = parser.parse_args(argv)
+    if args.gpu:
+        rows = gpu_rows(tuple(args.gpu_shape), repeats=args.repeats)
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        print(json.dumps({"gpu": torch.cuda.get_device_name(), "rows": rows}))
+        return
     if args.memory_child:
         memory_child(args.memory_child[0], tuple(map(int, args.memory_child[1:])), args.inplace)
         return
