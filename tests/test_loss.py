@@ -291,3 +291,29 @@ def test_registry_builds_ours_with_kwargs_and_rejects_unknown_names_and_kwargs()
         resolve_rnnt_loss("rnnt_plugin", blank=5, loss_kwargs={"clmap": 0.5})
     with pytest.raises(ValueError, match="loss_name"):
         resolve_rnnt_loss("warp-rnnt", blank=5)
+
+
+def test_check_values_gates_the_value_checks_and_the_zero_infinity_warning():
+    """check_values=False (the CUDA default: each value check is a host sync there) skips the checks of values,
+    never those of shapes and types; on CPU the default is to check."""
+    import warnings
+
+    logits, labels, logit_lengths, target_lengths = _batch(2, 4, 2, 5, -1, seed=12, full=True)
+    labels[1, 0] = 4  # the blank: a bad label, harmless to the kernels
+    with pytest.raises(ValueError, match=r"`targets`\[1, 0\] = 4"):
+        rnnt_loss(logits, labels, logit_lengths, target_lengths)
+    rnnt_loss(logits, labels, logit_lengths, target_lengths, check_values=False)
+    with pytest.raises(ValueError, match="`target_lengths`"):
+        rnnt_loss(logits, labels, logit_lengths, target_lengths[:1], check_values=False)
+    impossible = logits.clone()
+    impossible[0, 0, 0, :] = -math.inf
+    with pytest.warns(RuntimeWarning, match=r"samples \[0\]"):
+        rnnt_loss(impossible, labels.clamp(max=3), logit_lengths, target_lengths, zero_infinity=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        losses = rnnt_loss(impossible, labels.clamp(max=3), logit_lengths, target_lengths, zero_infinity=True,
+                           check_values=False, reduction="none")
+    assert losses[0] == 0 and torch.isfinite(losses).all()
+    module = resolve_rnnt_loss("rnnt_plugin", blank=4, loss_kwargs={"check_values": False})
+    assert module.check_values is False
+    module(logits, labels, logit_lengths, target_lengths)  # unchecked: no ValueError
