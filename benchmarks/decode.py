@@ -24,8 +24,8 @@ from nemo.collections.asr.modules import RNNTDecoder, RNNTJoint
 from nemo.collections.asr.parts.submodules.rnnt_greedy_decoding import GreedyBatchedRNNTInfer, GreedyRNNTInfer
 
 from rnnt_plugin.decoding.greedy import PluginGreedyRNNTInfer
-from rnnt_plugin.encoder import StackTimeLSTMEncoder
-from rnnt_plugin.features import MLPerfFilterbankFeatures
+from rnnt_plugin.models.encoder import StackTimeLSTMEncoder
+from rnnt_plugin.models.features import MLPerfFilterbankFeatures
 from rnnt_plugin.models import load_model
 
 FRAME_SECONDS = 0.06

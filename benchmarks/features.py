@@ -28,7 +28,7 @@ def build():
     """Our featurizer and NeMo's, with the same settings."""
     from nemo.collections.asr.modules import AudioToMelSpectrogramPreprocessor
 
-    from rnnt_plugin.features import MLPerfFilterbankFeatures
+    from rnnt_plugin.models.features import MLPerfFilterbankFeatures
 
     ours = MLPerfFilterbankFeatures(**SETTINGS, n_filt=80, log_zero_guard=1e-20).eval()
     nemo = AudioToMelSpectrogramPreprocessor(

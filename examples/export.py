@@ -28,7 +28,7 @@ import argparse
 from pathlib import Path
 
 import rnnt_plugin  # noqa: F401  (registers the plugin with NeMo)
-from rnnt_plugin.decoding.export import FORMATS, MAX_SYMBOL_PER_SAMPLE, export_for_deployment
+from rnnt_plugin.deploy.export import FORMATS, MAX_SYMBOL_PER_SAMPLE, export_for_deployment
 from rnnt_plugin.models import load_model
 
 

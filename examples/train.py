@@ -9,7 +9,7 @@ Usage:
 import rnnt_plugin  # noqa: F401  (registers the plugin with NeMo)
 from nemo.core.config import hydra_runner
 
-from rnnt_plugin.training import train
+from rnnt_plugin.training.trainer import train
 
 
 @hydra_runner(config_path="../configs", config_name="baseline_v3-1023sp")

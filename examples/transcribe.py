@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 import rnnt_plugin  # noqa: F401  (registers the plugin with NeMo)
 from rnnt_plugin.decoding.beam import beam_size_argument, use_beam_search
-from rnnt_plugin.decoding.onnx_greedy import OnnxTranscriber, format_words
+from rnnt_plugin.deploy.onnx_greedy import OnnxTranscriber, format_words
 from rnnt_plugin.decoding.streaming import print_stream
-from rnnt_plugin.evaluation import read_manifest, transcribe_files, transcribe_with_timestamps
+from rnnt_plugin.decoding.evaluation import read_manifest, transcribe_files, transcribe_with_timestamps
 from rnnt_plugin.models import load_model
-from rnnt_plugin.vtln import use_vtln, warps_argument
+from rnnt_plugin.decoding.vtln import use_vtln, warps_argument
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 

@@ -3,7 +3,7 @@
 
 Each test set is evaluated three times: with greedy search (the MLPerf reference's decoding, and the ONNX
 export's), with beam search of BEAM_SIZE hypotheses (rnnt_plugin/decoding/beam.py), and with beam search after
-test-time VTLN (rnnt_plugin/vtln.py) over VTLN_WARPS.
+test-time VTLN (rnnt_plugin/decoding/vtln.py) over VTLN_WARPS.
 Evaluation dithers the audio (1e-5) as the MLPerf reference does: the synthetic audio has digitally silent
 stretches, whose log-mel features only the dither keeps alike between training and inference. The .nemo and the
 ONNX export are compared on copies of three test files with that dither added once (float WAV), both featurizing
@@ -39,7 +39,7 @@ TEST_SPLITS = {"test-sentences": "wer_heldout_sentences", "test-voice": "wer_hel
                "test-accent": "wer_heldout_accent"}
 SPLITS = ["train", "dev", *TEST_SPLITS]
 # The test sets are also evaluated with beam search of this width, and with it after test-time VTLN over these
-# warp factors (rnnt_plugin/vtln.py). On one demo model beams of 8 and 16 gave the WER of 4 to within 0.5 points.
+# warp factors (rnnt_plugin/decoding/vtln.py). On one demo model beams of 8 and 16 gave the WER of 4 to within 0.5 points.
 BEAM_SIZE = 4
 VTLN_WARPS = (0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2)
 

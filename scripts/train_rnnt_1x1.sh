@@ -7,15 +7,16 @@
 # the same command resumes from OUTPUT_DIR's last checkpoint; CHECKPOINT (a .ckpt) starts from that one instead.
 # Every global batch is GLOBAL_BATCH_SIZE utterances whatever NUM_GPUS is: per-device batch =
 # GLOBAL_BATCH_SIZE / (NUM_GPUS x GRAD_ACCUMULATION_STEPS). Without a GPU the same command runs NUM_GPUS CPU
-# processes with the gloo backend. Environment overrides (defaults in brackets):
-#   NUM_GPUS [1]  GRAD_ACCUMULATION_STEPS [8]  GLOBAL_BATCH_SIZE [384; the MLPerf reference: 1024]  EPOCHS [60]
-#   LEARNING_RATE [0.004]  WARMUP_EPOCHS [6]  HOLD_EPOCHS [40]  LR_EXP_GAMMA [0.935]  MIN_LR [1e-5]
-#   WEIGHT_DECAY [1e-3]  CLIP_NORM [1.0]  EMA [0.999]  SEED [1]  NUM_BUCKETS [6]  VAL_BATCH_SIZE [2]
-#   MAX_DURATION [16.7]  TARGET_WER [0.058]  NUM_WORKERS [4]  CONFIG [baseline_v3-1023sp]
+# processes with the gloo backend.
+# Environment overrides of the script (defaults in brackets):
+#   NUM_GPUS [1]  GRAD_ACCUMULATION_STEPS [8]  GLOBAL_BATCH_SIZE [384; the MLPerf reference: 1024]
+#   CONFIG [baseline_v3-1023sp]  ACCELERATOR [gpu if nvidia-smi sees one, else cpu]  MASTER_PORT [29500]
 #   TRAIN_MANIFESTS [DATA_DIR/manifests/train-{clean-100,clean-360,other-500}.json, comma-separated]
 #   VAL_MANIFEST [DATA_DIR/manifests/dev-clean.json]  TOKENIZER_DIR [DATA_DIR/tokenizer_spe_unigram_v1023]
-#   ACCELERATOR [gpu if nvidia-smi sees one, else cpu]  MASTER_PORT [29500]
 #   EXTRA_ARGS [none: more Hydra overrides, space-separated, e.g. "trainer.max_steps=100"]
+# Environment overrides of the config, under the MLPerf reference's names (unset: the config's value):
+#   EPOCHS LEARNING_RATE WARMUP_EPOCHS HOLD_EPOCHS LR_EXP_GAMMA MIN_LR WEIGHT_DECAY CLIP_NORM EMA SEED NUM_BUCKETS
+#   VAL_BATCH_SIZE MAX_DURATION TARGET_WER NUM_WORKERS
 set -euo pipefail
 if [ $# -lt 2 ] || [ $# -gt 3 ]; then sed -n 3p "$0" >&2; exit 2; fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,21 +27,6 @@ CHECKPOINT=${3:-}
 NUM_GPUS=${NUM_GPUS:-1}
 GRAD_ACCUMULATION_STEPS=${GRAD_ACCUMULATION_STEPS:-8}
 GLOBAL_BATCH_SIZE=${GLOBAL_BATCH_SIZE:-384}
-EPOCHS=${EPOCHS:-60}
-LEARNING_RATE=${LEARNING_RATE:-0.004}
-WARMUP_EPOCHS=${WARMUP_EPOCHS:-6}
-HOLD_EPOCHS=${HOLD_EPOCHS:-40}
-LR_EXP_GAMMA=${LR_EXP_GAMMA:-0.935}
-MIN_LR=${MIN_LR:-1e-5}
-WEIGHT_DECAY=${WEIGHT_DECAY:-1e-3}
-CLIP_NORM=${CLIP_NORM:-1.0}
-EMA=${EMA:-0.999}
-SEED=${SEED:-1}
-NUM_BUCKETS=${NUM_BUCKETS:-6}
-VAL_BATCH_SIZE=${VAL_BATCH_SIZE:-2}
-MAX_DURATION=${MAX_DURATION:-16.7}
-TARGET_WER=${TARGET_WER:-0.058}
-NUM_WORKERS=${NUM_WORKERS:-4}
 CONFIG=${CONFIG:-baseline_v3-1023sp}
 M=$DATA_DIR/manifests
 TRAIN_MANIFESTS=${TRAIN_MANIFESTS:-$M/train-clean-100.json,$M/train-clean-360.json,$M/train-other-500.json}
@@ -64,19 +50,22 @@ PY=${PYTHON:-python3}
 [ -x "$ROOT/.venv/bin/python" ] && [ -z "${PYTHON:-}" ] && PY="$ROOT/.venv/bin/python"
 ARGS=(
   --config-name "$CONFIG"
-  "seed=$SEED" "ema.decay=$EMA" "mlperf.target_wer=$TARGET_WER"
   "model.tokenizer.dir=$TOKENIZER_DIR"
   "model.train_ds.manifest_filepath='$TRAIN_MANIFESTS'" "model.validation_ds.manifest_filepath=$VAL_MANIFEST"
-  "model.train_ds.batch_size=$BATCH_SIZE" "model.train_ds.num_buckets=$NUM_BUCKETS"
-  "model.train_ds.max_duration=$MAX_DURATION" "model.train_ds.num_workers=$NUM_WORKERS"
-  "model.validation_ds.batch_size=$VAL_BATCH_SIZE"
-  "model.optim.lr=$LEARNING_RATE" "model.optim.weight_decay=$WEIGHT_DECAY" "model.optim.max_grad_norm=$CLIP_NORM"
-  "model.optim.sched.warmup_epochs=$WARMUP_EPOCHS" "model.optim.sched.hold_epochs=$HOLD_EPOCHS"
-  "model.optim.sched.lr_exp_gamma=$LR_EXP_GAMMA" "model.optim.sched.min_lr=$MIN_LR"
+  "model.train_ds.batch_size=$BATCH_SIZE"
   "trainer.accelerator=$ACCELERATOR" "trainer.devices=$NUM_GPUS" "trainer.strategy=$STRATEGY"
-  "trainer.accumulate_grad_batches=$GRAD_ACCUMULATION_STEPS" "trainer.max_epochs=$EPOCHS"
+  "trainer.accumulate_grad_batches=$GRAD_ACCUMULATION_STEPS"
   "exp_manager.exp_dir=$OUTPUT_DIR"
 )
+# The reference's variable -> the config key it overrides; only variables that are set.
+for pair in EPOCHS=trainer.max_epochs LEARNING_RATE=model.optim.lr WARMUP_EPOCHS=model.optim.sched.warmup_epochs \
+    HOLD_EPOCHS=model.optim.sched.hold_epochs LR_EXP_GAMMA=model.optim.sched.lr_exp_gamma \
+    MIN_LR=model.optim.sched.min_lr WEIGHT_DECAY=model.optim.weight_decay CLIP_NORM=model.optim.max_grad_norm \
+    EMA=ema.decay SEED=seed NUM_BUCKETS=model.train_ds.num_buckets VAL_BATCH_SIZE=model.validation_ds.batch_size \
+    MAX_DURATION=model.train_ds.max_duration TARGET_WER=mlperf.target_wer NUM_WORKERS=model.train_ds.num_workers; do
+  var=${pair%%=*}
+  [ -n "${!var:-}" ] && ARGS+=("${pair#*=}=${!var}")
+done
 # quoted for Hydra: checkpoint names hold '=' (...--val_wer=0.0612-epoch=12-last.ckpt)
 [ -n "$CHECKPOINT" ] && ARGS+=("+exp_manager.resume_from_checkpoint='$(realpath "$CHECKPOINT")'")
 # shellcheck disable=SC2206  # EXTRA_ARGS is split on spaces on purpose

@@ -1,4 +1,4 @@
-"""rnnt_plugin.convert: checkpoints laid out as the MLPerf reference's train.py saves them -> our .nemo.
+"""rnnt_plugin.models.convert: checkpoints laid out as the MLPerf reference's train.py saves them -> our .nemo.
 
 Shape legend: B batch, S samples, T' encoder frames, U labels, V vocabulary incl. blank.
 
@@ -12,7 +12,7 @@ import argparse
 import pytest
 import torch
 
-from rnnt_plugin.convert import ConversionError, convert_state_dict, main
+from rnnt_plugin.models.convert import ConversionError, convert_state_dict, main
 from rnnt_plugin.models import MLPerfRNNTModel
 from small_model import CONFIGS, build_small_model
 

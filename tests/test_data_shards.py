@@ -85,7 +85,7 @@ def test_training_steps_stream_from_shards(synth_corpus, tmp_path):
     from hydra import compose, initialize_config_dir
     from nemo.collections.asr.data.audio_to_text import TarredAudioToBPEDataset
 
-    from rnnt_plugin.training import train
+    from rnnt_plugin.training.trainer import train
 
     info = json.loads(shards.write_shards(synth_corpus.manifests["train"], tmp_path / "sh", 2).read_text())
     configs = Path(__file__).resolve().parents[1] / "configs"

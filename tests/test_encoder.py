@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rnnt_plugin.core.encoder import stack_frames
-from rnnt_plugin.encoder import StackTimeLSTMEncoder
+from rnnt_plugin.models.encoder import StackTimeLSTMEncoder
 
 
 def make_encoder(**overrides) -> StackTimeLSTMEncoder:

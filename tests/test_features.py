@@ -1,4 +1,4 @@
-"""Tests of rnnt_plugin.features: the MLPerf filterbank against an independent NumPy/SciPy implementation of the
+"""Tests of rnnt_plugin.models.features: the MLPerf filterbank against an independent NumPy/SciPy implementation of the
 reference's formulas on real (espeak-ng) speech, lengths, padding, batch invariance, export, and SpecAugment.
 
 Shape legend: B batch, S samples, F mel features, T frames.
@@ -14,7 +14,7 @@ import soundfile
 import torch
 
 import rnnt_plugin  # noqa: F401  (registers the rnnt_plugin. target prefix with NeMo)
-from rnnt_plugin.features import MLPerfFilterbankFeatures, SpecAugment
+from rnnt_plugin.models.features import MLPerfFilterbankFeatures, SpecAugment
 
 SR = 16000
 HOP = 160
@@ -220,7 +220,7 @@ def test_rejects_bad_input():
 def test_from_config_dict_through_nemo():
     from nemo.core.classes.common import Serialization
 
-    cfg = {"_target_": "rnnt_plugin.features.MLPerfFilterbankFeatures", **MLPERF, "dither": 1e-5}
+    cfg = {"_target_": "rnnt_plugin.models.features.MLPerfFilterbankFeatures", **MLPERF, "dither": 1e-5}
     model = Serialization.from_config_dict(cfg)
     assert isinstance(model, MLPerfFilterbankFeatures)
     assert (model.win_length, model.hop_length, model.log_mel.n_fft, model.dither) == (320, 160, 512, 1e-5)

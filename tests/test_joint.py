@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rnnt_plugin.core.joint import MaskDropout
-from rnnt_plugin.joint import MLPerfJoint
+from rnnt_plugin.models.joint import MLPerfJoint
 
 
 def test_mask_dropout_zeroes_p_and_scales_the_rest():

@@ -16,7 +16,7 @@ from pathlib import Path
 import soundfile
 
 from rnnt_plugin.decoding.beam import use_beam_search
-from rnnt_plugin.evaluation import evaluate
+from rnnt_plugin.decoding.evaluation import evaluate
 from rnnt_plugin.models import load_model
 from tensorboard_logs import scalars
 

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rnnt_plugin.mlperf_logging import MLPerfLogger, format_line, parse_log
+from rnnt_plugin.training.mlperf_logging import MLPerfLogger, format_line, parse_log
 
 SUBMISSION = {"org": "o", "platform": "p", "division": "closed", "status": "onprem"}
 

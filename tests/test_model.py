@@ -287,14 +287,14 @@ def test_nemo_roundtrip_in_fresh_process(model, restore_job, expected):
     """Restored in a new process after ``import rnnt_plugin``: same class, same outputs, tokenizer from the archive.
 
     Without the plugin NeMo refuses the archive's target before anything of ours can run, so the message is
-    NeMo's UnsafeTargetError naming ``rnnt_plugin.models.MLPerfRNNTModel``.
+    NeMo's UnsafeTargetError naming ``rnnt_plugin.models.rnnt.MLPerfRNNTModel``.
     """
     proc, out_path = restore_job
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     assert ("ERROR WITHOUT PLUGIN: UnsafeTargetError Instantiation of unsafe target "
-            "'rnnt_plugin.models.MLPerfRNNTModel' is blocked") in stdout, stdout[-3000:]
-    assert "CLASS rnnt_plugin.models MLPerfRNNTModel" in stdout, stdout[-3000:]
+            "'rnnt_plugin.models.rnnt.MLPerfRNNTModel' is blocked") in stdout, stdout[-3000:]
+    assert "CLASS rnnt_plugin.models.rnnt MLPerfRNNTModel" in stdout, stdout[-3000:]
     restored = torch.load(out_path, weights_only=True)
     for key, value in expected.items():
         if isinstance(value, torch.Tensor):

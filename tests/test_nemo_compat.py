@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from rnnt_plugin.core import build_rnnt
-from rnnt_plugin.evaluation import transcribe_files
+from rnnt_plugin.decoding.evaluation import transcribe_files
 from rnnt_plugin.models import load_model
 
 V0 = Path(__file__).parent / "data" / "nemo_v0"

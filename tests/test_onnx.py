@@ -20,9 +20,9 @@ import pytest
 import soundfile
 import torch
 
-from rnnt_plugin.decoding import onnx_greedy
-from rnnt_plugin.decoding.export import export_for_deployment
-from rnnt_plugin.evaluation import read_manifest, transcribe_files
+from rnnt_plugin.deploy import onnx_greedy
+from rnnt_plugin.deploy.export import export_for_deployment
+from rnnt_plugin.decoding.evaluation import read_manifest, transcribe_files
 from rnnt_plugin.models import MLPerfRNNTModel
 from small_model import build_small_model
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rnnt_plugin.data.sharding import ShardSampler, sharded_loader
+from rnnt_plugin.data.rank_split import ShardSampler, sharded_loader
 
 
 @pytest.mark.parametrize("size,world_size", [(10, 2), (11, 4), (8, 8), (1, 1)])

@@ -8,10 +8,10 @@ from nemo.core.classes import common
 from omegaconf import OmegaConf
 
 import rnnt_plugin
-from rnnt_plugin.encoder import StackTimeLSTMEncoder
+from rnnt_plugin.models.encoder import StackTimeLSTMEncoder
 
 ENCODER_YAML = """
-_target_: rnnt_plugin.encoder.StackTimeLSTMEncoder
+_target_: rnnt_plugin.models.encoder.StackTimeLSTMEncoder
 feat_in: 8
 frame_splicing: 3
 pre_lstm_layers: 1
@@ -49,7 +49,7 @@ def test_unregistered_prefix_is_refused():
         "    print('refused:', e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert "refused: Instantiation of unsafe target 'rnnt_plugin.encoder" in out.stdout, out.stderr[-2000:]
+    assert "refused: Instantiation of unsafe target 'rnnt_plugin.models.encoder" in out.stdout, out.stderr[-2000:]
 
 
 def test_registration_waits_for_nemo_and_quiets_its_startup():

@@ -14,7 +14,7 @@ import torch
 
 from rnnt_plugin.decoding.streaming import StreamingFeatures, transcribe_stream
 
-from test_greedy import build_model, trained_model
+from small_model import build_model, trained_model
 
 CHUNKS = (0.5, 1.0)  # seconds: 0.5 s is not a whole number of 60 ms encoder frames
 

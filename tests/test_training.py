@@ -6,7 +6,6 @@ Tiny model (hidden 32), batch 8, one bucket (40 utterances: 5 steps an epoch), n
 dropout 0, so two runs with the same seed compute the same losses.
 """
 
-import collections
 import json
 import logging
 import re
@@ -22,59 +21,20 @@ from nemo.collections.asr.parts.preprocessing.perturb import process_augmentatio
 from nemo.collections.asr.parts.preprocessing.segment import AudioSegment
 
 from rnnt_plugin.data.bucketing import BucketingBatchSampler
-from rnnt_plugin.mlperf_logging import parse_log
+from rnnt_plugin.models import ctc_warmup
+from rnnt_plugin.models.batches import bucketing_sampler
+from rnnt_plugin.training.mlperf_logging import parse_log
 from rnnt_plugin.optim import mlperf_lr_scale
-from rnnt_plugin.training import train
+from rnnt_plugin.training.trainer import train
 from small_model import build_small_model
 from tensorboard_logs import tensorboard_log
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-STEPS_PER_EPOCH = 5
-
-
-def tiny_cfg(corpus, tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        return compose(config_name="small_cpu", overrides=[
-            f"model.tokenizer.dir={corpus.tokenizer_dir}",
-            f"model.train_ds.manifest_filepath={corpus.manifests['train']}",
-            f"model.validation_ds.manifest_filepath={corpus.manifests['dev']}",
-            "model.model_defaults.enc_hidden=32", "model.model_defaults.pred_hidden=32",
-            "model.model_defaults.joint_hidden=32",
-            "model.train_ds.batch_size=8", "model.train_ds.augmentor=null", "model.spec_augment=null",
-            "model.preprocessor.dither=0.0", "model.decoding.greedy.max_symbols=1",  # cheap training-batch WER
-            "model.ctc_warmup.steps=0",
-            "model.optim.sched.warmup_epochs=1", "model.optim.sched.hold_epochs=1",
-            "trainer.log_every_n_steps=1", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=100",
-            "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
-            "exp_manager.checkpoint_callback_params.always_save_nemo=false",
-            f"exp_manager.exp_dir={tmp_path / 'exp'}", f"nemo_path={tmp_path / 'model.nemo'}",
-            *overrides,
-        ])
-
-
-class StepRecorder(pl.Callback):
-    """Loss of each training batch by global step, the batch's transcripts (which utterances it holds) by epoch,
-    and the weights after each batch; optionally dies at a step."""
-
-    def __init__(self, die_at_step=None):
-        self.losses, self.weights, self.die_at_step = {}, [], die_at_step
-        self.batches = collections.defaultdict(list)  # epoch -> [padded token ids (B, U) of each batch]
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.batches[trainer.current_epoch].append(batch[2].tolist())  # (signal, signal_len, transcript, ...)
-        step = trainer.global_step
-        if outputs:  # {} for a skipped step
-            self.losses[step] = float(outputs["loss"])
-        self.weights.append(torch.cat([p.detach().flatten() for p in pl_module.parameters()]).clone())
-        if step == self.die_at_step:
-            raise RuntimeError("killed")  # no checkpoint is written on the way out, as with SIGKILL
-
+from tiny_training import CONFIGS, STEPS_PER_EPOCH, StepRecorder, tiny_cfg
 
 def test_bucketing_lr_groups_and_step_logging(synth_corpus, tmp_path):
     rec = StepRecorder()
     model = train(tiny_cfg(synth_corpus, tmp_path, "trainer.max_epochs=1",
                            "model.optim_param_groups.joint.lr_factor=0.5", "mlperf.log_file=false"), [rec])
-    sampler = model.bucketing_sampler
+    sampler = bucketing_sampler(model)
     assert isinstance(sampler, BucketingBatchSampler) and len(sampler) == STEPS_PER_EPOCH
     assert model._scheduler["scheduler"].steps_per_epoch == STEPS_PER_EPOCH
     groups = model._optimizer.param_groups
@@ -143,7 +103,7 @@ def test_ctc_warmup_then_transducer_loss(synth_corpus, tmp_path):
     assert all(0 < e.value < float("inf") for e in acc.Scalars("train_ctc_warmup_loss"))
 
 
-def test_ctc_warmup_validation_scores_the_ctc_greedy_output(synth_corpus):
+def test_ctc_warmup_validation_scores_the_ctc_greedy_output(synth_corpus, monkeypatch):
     model = build_small_model(synth_corpus.tokenizer_dir, "model.ctc_warmup.steps=10")  # no trainer: step 0
     blank = model.joint.num_classes_with_blank - 1
     references = ["turn the lights on", "set a timer"]
@@ -160,7 +120,7 @@ def test_ctc_warmup_validation_scores_the_ctc_greedy_output(synth_corpus):
             best[b, : len(frames)] = torch.tensor(frames)
         return torch.nn.functional.one_hot(best, blank + 1).float()
 
-    model._ctc_logits = spelling_logits
+    monkeypatch.setattr(ctc_warmup, "ctc_logits", lambda _, encoded: spelling_logits(encoded))
     ids = [torch.tensor(model.tokenizer.text_to_ids(t)) for t in references]
     transcript = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True)  # (B, U)
     with torch.no_grad():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from rnnt_plugin.models import load_model
-from rnnt_plugin.training import train
-from test_training import STEPS_PER_EPOCH, StepRecorder, tiny_cfg
+from rnnt_plugin.training.trainer import train
+from tiny_training import STEPS_PER_EPOCH, StepRecorder, tiny_cfg
 
 TOTAL_STEPS = 2 * STEPS_PER_EPOCH
 CHECKPOINT_EVERY = 3  # checkpoints at steps 3 and 6; killed at step 8, mid-epoch 2 (steps 6-10)

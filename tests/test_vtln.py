@@ -15,7 +15,7 @@ import torch
 
 from rnnt_plugin.core.greedy import GreedyNet, greedy_search
 from rnnt_plugin.losses.function import rnnt_loss
-from rnnt_plugin.vtln import encode_with_vtln, most_likely_transcripts, use_vtln, warps_argument
+from rnnt_plugin.decoding.vtln import encode_with_vtln, most_likely_transcripts, use_vtln, warps_argument
 from small_model import build_small_model
 
 WARPS = (0.85, 1.0, 1.15)

@@ -13,7 +13,7 @@ so a batch gives the same features as each utterance alone (equal to the referen
 Optionally (not in the reference) it perturbs vocal-tract length in training: each utterance's spectrum is
 resampled along frequency by its own factor (VTLP, Jaitly and Hinton 2013), a cheap stand-in for more speakers.
 ``get_features(..., warp=a)`` applies the same warp with a chosen factor, ``get_warped_features`` each factor of a grid
-from one STFT, for test-time VTLN (``rnnt_plugin.vtln``).
+from one STFT, for test-time VTLN (``rnnt_plugin.decoding.vtln``).
 Frame splicing is not here: the encoder stacks frames.
 """
 

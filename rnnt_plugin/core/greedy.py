@@ -18,7 +18,7 @@ The search is frame-synchronous like NeMo's ``GreedyRNNTInfer`` (emit labels at 
 holds more than that many labels (so it may end with up to ``max_symbol_per_sample + max_symbols_per_step``).
 NeMo's searches have no such limit; with None, or a limit no utterance reaches, the hypotheses are NeMo's.
 
-The ONNX runner (:mod:`rnnt_plugin.decoding.onnx_greedy`, numpy only) applies the same two limits by the same
+The ONNX runner (:mod:`rnnt_plugin.deploy.onnx_greedy`, numpy only) applies the same two limits by the same
 rule; ``tests/test_onnx.py`` checks that a model and its export give the same labels where both limits bind.
 """
 

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rnnt_plugin.data import fileio
+from rnnt_plugin.data.manifest import Issue, read_manifest
 
 SAMPLE_RATE = 16000  # Hz
 MAX_TRAIN_DURATION = 16.7  # s, the MLPerf reference's training filter
@@ -37,18 +38,6 @@ REFERENCE_VOCAB_SIZE = 1023
 LIBRISPEECH_SUBSETS = ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other",
                        "test-clean", "test-other")
 _UTT_ID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
-
-
-@dataclass(frozen=True)
-class Issue:
-    """One problem in the input: the file (and 1-based line) where it is, and what is wrong."""
-
-    file: str
-    line: int | None
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}{f':{self.line}' if self.line else ''}: {self.reason}"
 
 
 class PrepareError(ValueError):
@@ -306,30 +295,6 @@ def prepare(data_dir: str | Path, subsets: list[str], train_subsets: list[str] |
     }
     fileio.write_json(report_path, report)
     return Prepared(data_dir, manifests, tokenizer_dir, report_path, shards_json, kept, dropped)
-
-
-def read_manifest(path: str | Path) -> tuple[list[dict], list[Issue]]:
-    """Rows of a NeMo JSON-lines manifest, and the problems of the lines left out (not JSON, fields wrong)."""
-    rows, issues = [], []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                issues.append(Issue(str(path), n, f"not JSON: {e}"))
-                continue
-            if not isinstance(row, dict):
-                issues.append(Issue(str(path), n, f"not a JSON object: {line.strip()[:80]}"))
-                continue
-            wrong = [k for k, t in (("audio_filepath", str), ("duration", (int, float)), ("text", str))
-                     if not isinstance(row.get(k), t)]
-            if wrong:
-                issues.append(Issue(str(path), n, f"missing or mistyped field(s) {wrong}"))
-                continue
-            rows.append(row)
-    return rows, issues
 
 
 def check_manifest(path: str | Path, jobs: int = 1) -> tuple[list[dict], list[Issue]]:

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rnnt_plugin.data import fileio
+from rnnt_plugin.data.manifest import read_manifest
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -50,8 +51,6 @@ def write_shards(manifest: str | Path | list, out_dir: str | Path, num_shards: i
     Returns the path of ``shards.json`` (see the module doc). ValueError for a manifest with bad lines, two
     utterances with the same file name, or fewer utterances than shards.
     """
-    from rnnt_plugin.data.librispeech import read_manifest
-
     manifests = [manifest] if isinstance(manifest, (str, Path)) else list(manifest)
     sources = ", ".join(map(str, manifests))
     rows = []

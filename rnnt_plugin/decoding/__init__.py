@@ -1,8 +1,8 @@
-"""Decoding and inference.
+"""Decoding and evaluation with a NeMo model.
 
-- ``greedy``: the plugin's batched greedy search (``strategy: rnnt_plugin_greedy``, the default).
+- ``greedy``: the core's batched greedy search as NeMo's decoding strategy ``rnnt_plugin_greedy`` (the default).
 - ``beam``: NeMo's beam search switched on for evaluation and transcription.
 - ``streaming``: chunk-by-chunk transcription with carried encoder and decoder states.
-- ``onnx_greedy``: torch-free greedy RNN-T transcription over onnxruntime (the deployment loop).
-- ``export``: ``.nemo`` -> ONNX/TorchScript export directory for deployment.
+- ``vtln``: test-time vocal tract length normalisation.
+- ``evaluation``: transcription of files and WER of a manifest.
 """

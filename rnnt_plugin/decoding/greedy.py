@@ -6,12 +6,14 @@ NeMo 3.0 has no registry of strategies: ``MLPerfRNNTModel`` asks NeMo for its ``
 ``model.decoding.greedy``.
 """
 
+import copy
 from typing import Optional
 
 import torch
 from nemo.collections.asr.parts.submodules.rnnt_greedy_decoding import _GreedyRNNTInfer
 from nemo.collections.asr.parts.utils.rnnt_utils import Hypothesis
 from nemo.core.classes import typecheck
+from omegaconf import DictConfig, open_dict
 
 from rnnt_plugin.core.greedy import MAX_SYMBOL_PER_SAMPLE, MAX_SYMBOLS_PER_STEP, GreedyNet, greedy_search
 
@@ -100,3 +102,15 @@ def use_plugin_greedy(rnnt_decoding, decoder, joint, greedy_cfg) -> None:
         max_symbols_per_step=per_step,
         max_symbol_per_sample=greedy_cfg.get("max_symbol_per_sample", MAX_SYMBOL_PER_SAMPLE),
     )
+
+
+def nemo_decoding_cfg(cfg: DictConfig, within_model: bool = False) -> DictConfig:
+    """A copy of a decoding config (or of a model config, ``within_model``) that NeMo accepts: the plugin's
+    greedy strategy becomes NeMo's ``greedy`` (same search, same hypotheses); other configs pass unchanged."""
+    decoding = cfg.get("decoding", None) if within_model else cfg
+    if decoding is None or decoding.get("strategy") != PLUGIN_GREEDY_STRATEGY:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        (cfg.decoding if within_model else cfg).strategy = "greedy"
+    return cfg

@@ -1,5 +1,5 @@
 """Export a trained model for deployment: featurizer, encoder and decoder+joint (ONNX or TorchScript), tokenizer,
-``deployment.json``, and for ONNX the torch-free greedy decoding loop (:mod:`rnnt_plugin.decoding.onnx_greedy`).
+``deployment.json``, and for ONNX the torch-free greedy decoding loop (:mod:`rnnt_plugin.deploy.onnx_greedy`).
 
 ``examples/export.py`` is the command-line entry; the tests call :func:`export_for_deployment`.
 """
@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from rnnt_plugin.decoding import onnx_greedy
+from rnnt_plugin.deploy import onnx_greedy
 from rnnt_plugin.models import MLPerfRNNTModel
 
 FORMATS = {"onnx": "onnx", "torchscript": "ts"}  # --format -> file suffix

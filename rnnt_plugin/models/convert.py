@@ -1,6 +1,6 @@
 """Convert a checkpoint of the MLPerf reference training script into an MLPerfRNNTModel ``.nemo``.
 
-    python -m rnnt_plugin.convert results/RNN-T_best_checkpoint.pt --config configs/baseline_v3-1023sp.yaml \
+    python -m rnnt_plugin.models.convert results/RNN-T_best_checkpoint.pt --config configs/baseline_v3-1023sp.yaml \
         --tokenizer-dir DATA/tokenizer_spe_unigram_v1023 --out rnnt.nemo
 
 The reference (mlcommons/training ``rnn_speech_recognition/pytorch``, ``rnnt/model.py``) saves

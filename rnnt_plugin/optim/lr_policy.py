@@ -19,7 +19,7 @@ scheduler was built times the group's optional ``lr_factor`` key (the model's pe
 With a time budget (``time_budget_epochs``, for runs stopped by ``trainer.max_time``) the policy's position is
 whichever is further on: the steps taken, or the share of the budget spent laid over that many epochs,
 ``s = max(steps, f * time_budget_epochs * steps_per_epoch)`` for the fraction ``f`` of the budget used, which
-:class:`rnnt_plugin.training.LRTimeBudget` sets before each step. A machine slower than the budget assumes
+:class:`rnnt_plugin.optim.lr_time_budget.LRTimeBudget` sets before each step. A machine slower than the budget assumes
 follows the clock, so its LR still decays as far as a faster one's by the end instead of being cut off at a
 higher LR; a faster one follows its steps, so it never holds the peak LR for more steps than the schedule says
 (on the demo, a machine 1.7x faster held it ~1.6x as many steps by the clock alone and its dev WER rose

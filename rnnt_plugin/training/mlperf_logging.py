@@ -3,7 +3,7 @@
 The line format is the one of MLCommons' ``mlperf-logging`` package (``mllog``), written here without it::
 
     :::MLLOG {"namespace": "", "time_ms": 1700000000000, "event_type": "POINT_IN_TIME", "key": "seed",
-              "value": 1, "metadata": {"file": "rnnt_plugin/training.py", "lineno": 42}}
+              "value": 1, "metadata": {"file": "rnnt_plugin/training/trainer.py", "lineno": 42}}
 
 ``event_type`` is ``INTERVAL_START`` / ``INTERVAL_END`` for ``*_start`` / ``*_stop`` keys and ``POINT_IN_TIME``
 otherwise; epoch-scoped events carry ``epoch_num`` (1-based, as the reference) in their metadata, ``block_*``
