@@ -3,7 +3,7 @@
 Usage:
     python examples/evaluate.py --model model.nemo --manifest DATA/manifests/dev-clean.json \
         --manifest DATA/manifests/test-clean.json --output-dir results/
-    python examples/evaluate.py ... --vtln-warps 0.8,0.9,1.0,1.1,1.2    # with test-time VTLN (rnnt_plugin/decoding/vtln.py)
+    python examples/evaluate.py ... --vtln-warps 0.8,0.9,1.0,1.1,1.2    # test-time VTLN (decoding/vtln.py)
     python examples/evaluate.py ... --beam-size 4     # beam search (rnnt_plugin/decoding/beam.py), not greedy
 
 Prints one JSON line per manifest ({"manifest", "wer", "words", "utterances", "predictions"}) and writes

@@ -2,8 +2,9 @@
 -> ONNX.
 
 Each test set is evaluated three times: with greedy search (the MLPerf reference's decoding, and the ONNX
-export's), with beam search of BEAM_SIZE hypotheses (rnnt_plugin/decoding/beam.py), and with beam search after
-test-time VTLN (rnnt_plugin/decoding/vtln.py) over VTLN_WARPS.
+export's), with beam search (rnnt_plugin/decoding/beam.py), and with beam search after test-time VTLN
+(rnnt_plugin/decoding/vtln.py). The corpus, the beam width and the warps are the ``demo:`` section of
+configs/demo_cpu.yaml, whose training section is the demo's training run.
 Evaluation dithers the audio (1e-5) as the MLPerf reference does: the synthetic audio has digitally silent
 stretches, whose log-mel features only the dither keeps alike between training and inference. The .nemo and the
 ONNX export are compared on copies of three test files with that dither added once (float WAV), both featurizing
@@ -32,16 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from rnnt_plugin.data import librispeech, synth  # noqa: E402
 
 TEST_SPLITS = {"test-sentences": "wer_heldout_sentences", "test-voice": "wer_heldout_voice",
                "test-accent": "wer_heldout_accent"}
 SPLITS = ["train", "dev", *TEST_SPLITS]
-# The test sets are also evaluated with beam search of this width, and with it after test-time VTLN over these
-# warp factors (rnnt_plugin/decoding/vtln.py). On one demo model beams of 8 and 16 gave the WER of 4 to within 0.5 points.
-BEAM_SIZE = 4
-VTLN_WARPS = (0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2)
+CONFIG = REPO / "configs" / "demo_cpu.yaml"
 
 
 def wers_of(evaluate_output: str) -> dict:
@@ -197,11 +196,12 @@ def timestamp_errors(timed: list, transcribed: Path) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(REPO / "demo_output"), help="output directory (reused on re-runs)")
-    parser.add_argument("--utterances", type=int, default=6000, help="synthetic corpus size, all splits")
+    settings = OmegaConf.to_container(OmegaConf.load(CONFIG).demo)
+    parser.add_argument("--utterances", type=int, default=settings["utterances"],
+                        help="synthetic corpus size, all splits")
     parser.add_argument("--train-minutes", type=float, help="training time budget (configs/demo_cpu.yaml: 18)")
     parser.add_argument("--epochs", type=int, help="epochs, if the time budget allows them (demo_cpu.yaml: 40)")
-    parser.add_argument("--vocab-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=settings["seed"], help="the corpus' draw")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--joint-dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                         help="the joint's matrix products while training (auto: bfloat16 if the CPU has it natively)")
@@ -221,19 +221,17 @@ def main():
     start = time.perf_counter()
     corpus = out / "corpus"
     stage("corpus")
-    fractions = {"train": 0.85, "dev": 0.03, "test-sentences": 0.04, "test-voice": 0.04, "test-accent": 0.04}
     try:
-        synth.generate_corpus(corpus, args.utterances, domain="commands", seed=args.seed, jobs=args.jobs,
-                              splits=fractions, speed_warp=0.1, vary_flite_speakers=True)
+        synth.generate_corpus(corpus, args.utterances, seed=args.seed, jobs=args.jobs, **settings["corpus"])
     except ValueError as e:  # a corpus of other settings (an older demo, other --utterances) is there
         sys.exit(f"{e}\nremove {out} (or give another --out) to start the demo afresh")
     done("corpus")
 
     stage("prepare")
     manifests = {s: corpus / "manifests" / f"{s}.json" for s in SPLITS}
-    tokenizer_dir = corpus / f"tokenizer_spe_unigram_v{args.vocab_size}"
+    tokenizer_dir = corpus / f"tokenizer_spe_unigram_v{settings['vocab_size']}"
     if not all(m.exists() for m in manifests.values()) or not (tokenizer_dir / "tokenizer.model").exists():
-        prepared = librispeech.prepare(corpus, SPLITS, train_subsets=["train"], vocab_size=args.vocab_size,
+        prepared = librispeech.prepare(corpus, SPLITS, train_subsets=["train"], vocab_size=settings["vocab_size"],
                                        jobs=args.jobs)
         manifests, tokenizer_dir = prepared.manifests, prepared.tokenizer_dir
     done("prepare")
@@ -266,11 +264,12 @@ def main():
     test_manifests = [arg for s in TEST_SPLITS for arg in ("--manifest", manifests[s])]
     wers = wers_of(run([py, "examples/evaluate.py", "--model", model, "--output-dir", out / "predictions",
                         *test_manifests], out / "evaluate.log"))
-    beam = ["--beam-size", str(BEAM_SIZE)]
+    beam = ["--beam-size", str(settings["beam_size"])]
     beam_wers = wers_of(run([py, "examples/evaluate.py", "--model", model, "--output-dir", out / "predictions_beam",
                              *beam, *test_manifests], out / "evaluate_beam.log"))
     vtln_wers = wers_of(run([py, "examples/evaluate.py", "--model", model, "--output-dir",
-                             out / "predictions_beam_vtln", *beam, "--vtln-warps", ",".join(map(str, VTLN_WARPS)),
+                             out / "predictions_beam_vtln", *beam,
+                             "--vtln-warps", ",".join(map(str, settings["vtln_warps"])),
                              *test_manifests], out / "evaluate_beam_vtln.log"))
     sentences_by_voice = wer_by_voice(out / "predictions" / "test-sentences.predictions.json",
                                       corpus / "metadata.jsonl")
@@ -305,8 +304,8 @@ def main():
         **wers,
         "wer_beam_search": beam_wers,
         "wer_beam_search_with_vtln": vtln_wers,
-        "beam_size": BEAM_SIZE,
-        "vtln_warps": list(VTLN_WARPS),
+        "beam_size": settings["beam_size"],
+        "vtln_warps": settings["vtln_warps"],
         "wer_heldout_sentences_by_voice": sentences_by_voice,
         "train_minutes": float((out / "train_minutes.txt").read_text()),
         "total_minutes": round((time.perf_counter() - start) / 60, 2),
@@ -320,7 +319,8 @@ def main():
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n== summary")
-    print(f"{'WER % by decoding':<38}{'greedy':>8}{f'beam {BEAM_SIZE}':>8}{'beam + VTLN':>13}")
+    beam_column = f"beam {settings['beam_size']}"
+    print(f"{'WER % by decoding':<38}{'greedy':>8}{beam_column:>8}{'beam + VTLN':>13}")
     for split, key in TEST_SPLITS.items():
         print(f"{split + ' (' + key + ')':<38}{100 * wers[key]:>8.1f}{100 * beam_wers[key]:>8.1f}"
               f"{100 * vtln_wers[key]:>13.1f}")

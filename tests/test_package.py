@@ -38,10 +38,8 @@ def _imports(name: str, tree: ast.AST, modules: dict) -> set:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative import
-                package = name if name in modules and modules[name][0].name == "__init__.py" else name.rsplit(".", 1)[0]
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            assert not node.level, f"{name}: relative import"  # the package imports absolutely
+            base = node.module
             found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names}
     return {m for m in found if m in modules and m != name}
 

@@ -1,6 +1,7 @@
 """Kill and resume: a run killed mid-epoch and restarted with the same config continues from its last checkpoint
 (model, LAMB, LR policy, EMA, bucketing sampler position, RNG: speed perturbation on, drawn in 2 DataLoader worker
-processes) and computes the same losses and final weights as an uninterrupted run. (tests/test_ddp.py starts a run from a checkpoint at an epoch's end.)
+processes) and computes the same losses and final weights as an uninterrupted run. (tests/test_ddp.py starts a run
+from a checkpoint at an epoch's end.)
 """
 
 import pytest

@@ -5,8 +5,8 @@ keeps the ``beam_size`` most likely label sequences (scores normalised by their 
 prediction network that knows the language can overrule a locally likelier label. On the CPU demo's command
 grammar a beam of 4 took the WER of three demo models from 33.8 / 32.4 / 37.1% to 29.6 / 29.4 / 33.9% on the
 unseen voice and from 9.2 / 8.4 / 9.7% to 6.9 / 7.1 / 8.1% on held-out sentences, at ~15 utterances a second on two
-cores. It composes with test-time VTLN (:mod:`rnnt_plugin.decoding.vtln`: the warp is chosen by greedy transcripts, then the
-utterance is beam-searched at it); streaming, word timestamps and the ONNX export decode greedily.
+cores. It composes with test-time VTLN (:mod:`rnnt_plugin.decoding.vtln`: the warp is chosen by greedy transcripts,
+then the utterance is beam-searched at it); streaming, word timestamps and the ONNX export decode greedily.
 """
 
 import argparse

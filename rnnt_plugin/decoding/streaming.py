@@ -30,7 +30,8 @@ import numpy as np
 import soundfile
 import torch
 
-from rnnt_plugin.core.greedy import DecoderState, GreedyNet, greedy_search
+from rnnt_plugin.core.greedy import (MAX_SYMBOL_PER_SAMPLE, MAX_SYMBOLS_PER_STEP, DecoderState, GreedyNet,
+                                      greedy_search)
 
 DEFAULT_CHUNK_SECONDS = 0.96  # 16 encoder frames
 
@@ -148,8 +149,8 @@ def transcribe_stream(
     audio: Union[str, np.ndarray, torch.Tensor],
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     stats: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-    max_symbols_per_step: Optional[int] = 30,
-    max_symbol_per_sample: Optional[int] = 300,
+    max_symbols_per_step: Optional[int] = MAX_SYMBOLS_PER_STEP,
+    max_symbol_per_sample: Optional[int] = MAX_SYMBOL_PER_SAMPLE,
 ) -> Iterator[str]:
     """Transcribe one utterance chunk by chunk; yield the text so far after each chunk (and at the end).
 

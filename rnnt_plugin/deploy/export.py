@@ -12,12 +12,11 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from rnnt_plugin.core.greedy import MAX_SYMBOL_PER_SAMPLE, MAX_SYMBOLS_PER_STEP
 from rnnt_plugin.deploy import onnx_greedy
 from rnnt_plugin.models import MLPerfRNNTModel
 
 FORMATS = {"onnx": "onnx", "torchscript": "ts"}  # --format -> file suffix
-MAX_SYMBOLS_PER_STEP = 30  # MLPerf reference's max_symbols_per_step
-MAX_SYMBOL_PER_SAMPLE = 300  # MLPerf reference's max_symbol_per_sample
 
 
 def export_for_deployment(

@@ -34,6 +34,21 @@ from rnnt_plugin.optim import lamb_cpu
 __all__ = ["LAMB", "LAMBParams"]
 
 
+@dataclass
+class LAMBParams:
+    """NeMo ``optim`` parameters of :class:`LAMB` (mirrors NeMo's ``OptimizerParams``): the MLPerf reference's values,
+    also :class:`LAMB`'s defaults."""
+
+    lr: Optional[float] = MISSING
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-9
+    weight_decay: float = 1e-3
+    bias_correction: bool = True
+    grad_averaging: bool = True
+    max_grad_norm: Optional[float] = 1.0
+    use_nvlamb: bool = False
+
+
 class LAMB(torch.optim.Optimizer):
     """Layer-wise adaptive moments (LAMB) with global gradient-norm clipping inside ``step()``.
 
@@ -55,13 +70,13 @@ class LAMB(torch.optim.Optimizer):
         self,
         params: Iterable,
         lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-9,
-        weight_decay: float = 1e-3,
-        bias_correction: bool = True,
-        grad_averaging: bool = True,
-        max_grad_norm: Optional[float] = 1.0,
-        use_nvlamb: bool = False,
+        betas: tuple[float, float] = LAMBParams.betas,
+        eps: float = LAMBParams.eps,
+        weight_decay: float = LAMBParams.weight_decay,
+        bias_correction: bool = LAMBParams.bias_correction,
+        grad_averaging: bool = LAMBParams.grad_averaging,
+        max_grad_norm: Optional[float] = LAMBParams.max_grad_norm,
+        use_nvlamb: bool = LAMBParams.use_nvlamb,
     ):
         if not lr >= 0.0:
             raise ValueError(f"lr must be >= 0, got {lr}")
@@ -194,17 +209,3 @@ class LAMB(torch.optim.Optimizer):
 def _fused_cpu_ok(t: torch.Tensor) -> bool:
     """Whether :mod:`lamb_cpu` can update this tensor in place through a NumPy view."""
     return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and t.is_contiguous()
-
-
-@dataclass
-class LAMBParams:
-    """NeMo ``optim`` parameters of :class:`LAMB` (mirrors NeMo's ``OptimizerParams``), MLPerf defaults."""
-
-    lr: Optional[float] = MISSING
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-9
-    weight_decay: float = 1e-3
-    bias_correction: bool = True
-    grad_averaging: bool = True
-    max_grad_norm: Optional[float] = 1.0
-    use_nvlamb: bool = False

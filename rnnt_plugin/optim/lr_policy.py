@@ -37,6 +37,22 @@ import torch
 __all__ = ["MLPerfLRPolicy", "MLPerfLRPolicyParams", "mlperf_lr_scale"]
 
 
+@dataclass
+class MLPerfLRPolicyParams:
+    """NeMo ``optim.sched`` parameters of :class:`MLPerfLRPolicy` (mirrors NeMo's ``SchedulerParams``): the MLPerf
+    reference's values, also :class:`MLPerfLRPolicy`'s defaults."""
+
+    warmup_epochs: int = 6
+    hold_epochs: int = 40
+    lr_exp_gamma: float = 0.935
+    min_lr: float = 1e-5
+    steps_per_epoch: Optional[int] = None
+    num_epochs: Optional[int] = None
+    max_steps: Optional[int] = None
+    time_budget_epochs: Optional[float] = None
+    last_epoch: int = -1
+
+
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
@@ -65,10 +81,10 @@ class MLPerfLRPolicy(torch.optim.lr_scheduler.LRScheduler):
 
     Args:
         optimizer: the optimiser; a group may carry ``lr_factor`` (float > 0) scaling its peak LR.
-        warmup_epochs: epochs of linear warm-up (the reference: 6).
-        hold_epochs: epochs at the peak LR after warm-up (the reference: 40).
-        lr_exp_gamma: decay factor per epoch after the hold (the reference: 0.935).
-        min_lr: floor of every group's LR (the reference: 1e-5).
+        warmup_epochs: epochs of linear warm-up.
+        hold_epochs: epochs at the peak LR after warm-up.
+        lr_exp_gamma: decay factor per epoch after the hold.
+        min_lr: floor of every group's LR.
         steps_per_epoch: optimiser steps per epoch (after gradient accumulation). When ``None`` it is derived as
             ``max_steps // num_epochs``, which must divide exactly (NeMo fills ``max_steps`` from the trainer).
         num_epochs: training epochs; only used to derive ``steps_per_epoch``.
@@ -84,10 +100,10 @@ class MLPerfLRPolicy(torch.optim.lr_scheduler.LRScheduler):
         self,
         optimizer: torch.optim.Optimizer,
         *,
-        warmup_epochs: int = 6,
-        hold_epochs: int = 40,
-        lr_exp_gamma: float = 0.935,
-        min_lr: float = 1e-5,
+        warmup_epochs: int = MLPerfLRPolicyParams.warmup_epochs,
+        hold_epochs: int = MLPerfLRPolicyParams.hold_epochs,
+        lr_exp_gamma: float = MLPerfLRPolicyParams.lr_exp_gamma,
+        min_lr: float = MLPerfLRPolicyParams.min_lr,
         steps_per_epoch: Optional[int] = None,
         num_epochs: Optional[int] = None,
         max_steps: Optional[int] = None,
@@ -150,18 +166,3 @@ class MLPerfLRPolicy(torch.optim.lr_scheduler.LRScheduler):
 
     def get_lr(self) -> list[float]:
         return self.lr_at(self.last_epoch)
-
-
-@dataclass
-class MLPerfLRPolicyParams:
-    """NeMo ``optim.sched`` parameters of :class:`MLPerfLRPolicy` (mirrors NeMo's ``SchedulerParams``)."""
-
-    warmup_epochs: int = 6
-    hold_epochs: int = 40
-    lr_exp_gamma: float = 0.935
-    min_lr: float = 1e-5
-    steps_per_epoch: Optional[int] = None
-    num_epochs: Optional[int] = None
-    max_steps: Optional[int] = None
-    time_budget_epochs: Optional[float] = None
-    last_epoch: int = -1
