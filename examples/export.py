@@ -1,7 +1,7 @@
 """Export a .nemo (or a training checkpoint) for deployment: ONNX for onnxruntime, or TorchScript.
 
 Usage:
-    python examples/export.py model.nemo exported/ --no-dither
+    python examples/export.py model.nemo exported/
     python exported/onnx_greedy.py exported/ a.wav b.flac           # needs only onnxruntime, numpy,
                                                                     # sentencepiece and soundfile
     python examples/transcribe.py --model exported/ DATA/test-sentences
@@ -9,8 +9,8 @@ Usage:
 
 OUT_DIR then holds:
     preprocessor.onnx        audio (B, S) float32 "input_signal" + (B,) int64 "length" -> log-mel features
-                             "processed_signal" (B, 80, T) + "processed_length" (B,); dither as the model
-                             (1e-5, the MLPerf reference dithers at evaluation) unless --no-dither
+                             "processed_signal" (B, 80, T) + "processed_length" (B,); the model's dither as a
+                             fixed noise sequence (deterministic: the same features as the .nemo in eval mode)
     encoder-model.onnx       "audio_signal" (B, 80, T) + "length" (B,) -> "outputs" (B, D, T') + "encoded_lengths"
     decoder_joint-model.onnx NeMo's RNNTDecoderJoint: one prediction-net step and the joint; inputs
                              "encoder_outputs" (B, D, T'), "targets" (B, 1) int32 (previous symbol, blank at the
@@ -37,15 +37,12 @@ def main():
     parser.add_argument("model", help=".nemo archive or .ckpt training checkpoint")
     parser.add_argument("out_dir", help="directory to write the export into (created if missing)")
     parser.add_argument("--format", choices=sorted(FORMATS), default="onnx")
-    parser.add_argument("--no-dither", action="store_true",
-                        help="export the featurizer without dither (deterministic features)")
     parser.add_argument("--max-symbol-per-sample", type=int, default=MAX_SYMBOL_PER_SAMPLE)
     args = parser.parse_args()
 
     model = load_model(args.model)
     config = export_for_deployment(
-        model, args.out_dir, fmt=args.format, dither=0.0 if args.no_dither else None,
-        model_name=model.cfg.get("name") or Path(args.model).stem, max_symbol_per_sample=args.max_symbol_per_sample,
+        model, args.out_dir, fmt=args.format, model_name=model.cfg.get("name") or Path(args.model).stem, max_symbol_per_sample=args.max_symbol_per_sample,
     )
     print(f"exported {args.model} to {args.out_dir}: {config}")
 

@@ -1,6 +1,6 @@
 """Transcribe audio files, a directory of them, or a manifest with a .nemo model, a training checkpoint, or an
-ONNX export directory of examples/export.py (run on onnxruntime; same text as the .nemo it came from when both
-featurizers see the same samples: e.g. both without dither, --no-dither here and in examples/export.py).
+ONNX export directory of examples/export.py (run on onnxruntime; the same text as the .nemo it came from: both
+dither with the same fixed noise, so every run gives the same text).
 
 Usage:
     python examples/transcribe.py --model model.nemo a.wav b.flac
@@ -52,9 +52,6 @@ def main():
     parser.add_argument("--manifest", help="NeMo JSON-lines manifest of audio to transcribe")
     parser.add_argument("--output", help="write JSON lines {audio_filepath, pred_text[, words]} here")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--no-dither", action="store_true",
-                        help="featurize without dither (.nemo/.ckpt; an ONNX export's dither is fixed when exported, "
-                             "examples/export.py --no-dither)")
     parser.add_argument("--stream", type=float, metavar="SECONDS",
                         help="stream each file in chunks of SECONDS (.nemo/.ckpt model), printing partial text")
     parser.add_argument("--vtln-warps", type=warps_argument, metavar="A,B,...",
@@ -78,9 +75,6 @@ def main():
         if args.stream or args.vtln_warps or args.beam_size:
             parser.error("--stream, --vtln-warps and --beam-size need a .nemo or .ckpt model")
         transcriber = OnnxTranscriber(args.model)
-        if args.no_dither and transcriber.config.dither > 0:
-            parser.error(f"--no-dither: {args.model} was exported with dither {transcriber.config.dither}; "
-                         "export with --no-dither")
         start = time.perf_counter()
         with tqdm(total=len(audio), desc="Transcribing", unit="file") as bar:
             if args.timestamps:
@@ -90,8 +84,6 @@ def main():
                 results = [{"pred_text": text} for text in texts]
     else:
         model = load_model(args.model)
-        if args.no_dither:
-            model.preprocessor.dither = 0.0
         if args.vtln_warps:
             use_vtln(model, args.vtln_warps)
         if args.beam_size:

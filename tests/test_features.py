@@ -157,17 +157,54 @@ def test_batch_equals_single_utterance(speech):
         torch.testing.assert_close(feats[i, :, : one.shape[-1]], one[0], atol=1e-5, rtol=0)
 
 
-def test_dither_applies_in_eval_and_zero_dither_is_deterministic(speech):
+def test_inference_dither_is_one_fixed_sequence_and_training_draws_afresh(speech):
     audio, lens = batch(speech[:2])
     plain = featurizer()
-    torch.testing.assert_close(plain(input_signal=audio, length=lens)[0], plain(input_signal=audio, length=lens)[0])
     dithered = featurizer(dither=1e-5)
-    assert not dithered.training
+    assert not dithered.training and dithered.log_mel.inference_dither == "fixed"
     first = dithered(input_signal=audio, length=lens)[0]
-    assert not torch.equal(first, dithered(input_signal=audio, length=lens)[0])
+    torch.testing.assert_close(first, dithered(input_signal=audio, length=lens)[0], rtol=0, atol=0)
+    # The noise is taken by position from each utterance's start: alone it gets the features it gets in the batch.
+    alone = dithered(input_signal=audio[1:2, : lens[1]], length=lens[1:2])[0]
+    torch.testing.assert_close(alone[0], first[1, :, : alone.shape[2]], rtol=0, atol=1e-5)
+    # NumPy's frozen RandomState stream, seed 0: the same sequence on every machine and version.
+    torch.testing.assert_close(dithered.log_mel.fixed_noise[:3].tolist(),
+                               [1.764052345967664, 0.4001572083672233, 0.9787379841057392], rtol=1e-15, atol=0)
+    fresh = featurizer(dither=1e-5, inference_dither="random")
+    assert not torch.equal(fresh(input_signal=audio, length=lens)[0], fresh(input_signal=audio, length=lens)[0])
+    dithered.train()
+    assert not torch.equal(dithered(input_signal=audio, length=lens)[0], dithered(input_signal=audio, length=lens)[0])
     # Dither 1e-5 is about 16-bit quantisation noise: it moves quiet bands, not the features at large.
     moved = (first - plain(input_signal=audio, length=lens)[0]).abs()
     assert torch.isfinite(first).all() and moved.mean() < 0.1, moved.mean()
+
+
+def test_fixed_dither_gives_exact_zeros_the_level_of_dithered_silence(speech):
+    """Half a second of digital silence inside speech: without dither its log-mel is log(1e-20) = -46; with the
+    fixed sequence it is where training's random dither puts it."""
+    x = np.concatenate([speech[0][:8000], np.zeros(8000, np.float32), speech[0][8000:]])
+    audio, lens = batch([x])
+    silent = slice(8000 // HOP + 3, 16000 // HOP - 3)  # frames whose windows see only zeros
+    undithered = featurizer(normalize=None)(input_signal=audio, length=lens)[0][0, :, silent]
+    fixed = featurizer(normalize=None, dither=1e-5)(input_signal=audio, length=lens)[0][0, :, silent]
+    trained = featurizer(normalize=None, dither=1e-5).train()(input_signal=audio, length=lens)[0][0, :, silent]
+    assert float(undithered.max()) < -45
+    assert abs(float(fixed.mean()) - float(trained.mean())) < 0.1 and float(fixed.min()) > -40
+    assert abs(float(fixed.std()) - float(trained.std())) < 0.1
+
+
+@pytest.mark.parametrize("gap_s", [0.2, 1.0])
+def test_digital_silence_keeps_the_training_statistics_with_fixed_dither_only(speech, gap_s):
+    """Normalised features of speech with exact zeros inserted, against those training computes (random dither):
+    the fixed sequence stays as close as another random draw would; no dither moves them ~10x as far."""
+    x = speech[0]
+    middle = len(x) // 2
+    audio, lens = batch([np.concatenate([x[:middle], np.zeros(int(SR * gap_s)), x[middle:]])])
+    trained = featurizer(dither=1e-5).train()(input_signal=audio, length=lens)[0]
+    fixed = featurizer(dither=1e-5)(input_signal=audio, length=lens)[0]
+    undithered = featurizer()(input_signal=audio, length=lens)[0]
+    assert float((fixed - trained).abs().mean()) < 0.1
+    assert float((undithered - trained).abs().mean()) > 0.25
 
 
 def test_vtlp_warps_in_training_only_and_factor_one_changes_nothing(speech):
@@ -212,6 +249,8 @@ def test_rejects_bad_input():
         MLPerfFilterbankFeatures(**{**MLPERF, "window": "kaiser"})
     with pytest.raises(ValueError, match="n_fft"):
         MLPerfFilterbankFeatures(**{**MLPERF, "n_fft": 256})
+    with pytest.raises(ValueError, match="inference_dither must be one of"):
+        MLPerfFilterbankFeatures(**{**MLPERF, "inference_dither": "none"})
     for vtlp in ([1.1, 0.9], [0.0, 1.0], [0.9]):
         with pytest.raises(ValueError, match="vtlp"):
             MLPerfFilterbankFeatures(**{**MLPERF, "vtlp": vtlp})
@@ -229,7 +268,7 @@ def test_from_config_dict_through_nemo():
 
 @pytest.mark.parametrize("suffix", ["onnx", "ts"])
 def test_export_matches_pytorch(tmp_path, suffix):
-    model = featurizer()
+    model = featurizer(dither=1e-5)  # the fixed noise sequence goes into the export
     path = tmp_path / f"features.{suffix}"
     model.export(str(path))
     # Another batch size and audio length than the export example: the axes are dynamic.

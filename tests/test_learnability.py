@@ -41,6 +41,8 @@ def test_training_learns_the_training_utterances(synth_corpus, tmp_path):
         f"model.train_ds.batch_size={BATCH}",
         "model.train_ds.augmentor=null",
         "model.spec_augment=null",
+        "model.preprocessor.dither=0.0",  # a 20-utterance model: its WER moved 0.20-0.34 (greedy) and 0.28-0.41
+                                          # (beam) between dither sequences; without dither training and test agree
         "model.ctc_warmup.steps=0",
         "model.optim.name=adamw",
         "~model.optim.max_grad_norm",

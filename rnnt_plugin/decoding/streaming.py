@@ -54,9 +54,11 @@ class StreamingFeatures:
         self.frames = 0  # frames returned
         self.started = False
 
-    def _preemphasis(self, x: np.ndarray) -> np.ndarray:
+    def _preemphasis(self, x: np.ndarray, start: int) -> np.ndarray:
+        """Dither (the featurizer's noise at samples ``start ..``) and pre-emphasis of a piece of raw audio."""
         if self.fz.dither > 0:
-            x = x + self.fz.dither * np.random.randn(len(x))
+            like = torch.zeros(1, 0, dtype=torch.float64)
+            x = x + self.fz.dither * self.fz.noise(len(x), like, start).reshape(-1).double().numpy()
         prev = np.concatenate([[x[0] if self.raw_last is None else self.raw_last], x[:-1]])
         y = x if self.fz.preemph is None else x - self.fz.preemph * prev
         if self.raw_last is None:
@@ -80,8 +82,8 @@ class StreamingFeatures:
         """Add raw samples (S,) float; return the newly complete frames (F, T)."""
         if len(samples) == 0:
             return torch.zeros(self.fz.n_filt, 0)
+        self.y = np.concatenate([self.y, self._preemphasis(np.asarray(samples, dtype=np.float64), self.samples)])
         self.samples += len(samples)
-        self.y = np.concatenate([self.y, self._preemphasis(np.asarray(samples, dtype=np.float64))])
         if not self.started:
             if len(self.y) <= self.pad:
                 return torch.zeros(self.fz.n_filt, 0)

@@ -23,7 +23,6 @@ def export_for_deployment(
     model: MLPerfRNNTModel,
     out_dir: str,
     fmt: str = "onnx",
-    dither: Optional[float] = None,
     model_name: Optional[str] = None,
     max_symbol_per_sample: int = MAX_SYMBOL_PER_SAMPLE,
 ) -> onnx_greedy.DeploymentConfig:
@@ -35,10 +34,10 @@ def export_for_deployment(
     temporary directory and moved in place; ``deployment.json`` comes last, so its presence marks a whole export.
 
     Args:
-        model: the model to export (left unchanged: eval mode and dither are restored afterwards).
+        model: the model to export (left as it was: mode and inference dither are restored afterwards). The
+            exported featurizer adds the model's dither as the fixed noise sequence (``inference_dither: fixed``,
+            :mod:`rnnt_plugin.core.features`), so the export gives the same features as the model in eval mode.
         fmt: ``onnx`` or ``torchscript``.
-        dither: dither std baked into the exported featurizer; None keeps the model's (MLPerf dithers at
-            evaluation, 1e-5); 0 gives deterministic features.
         model_name: recorded in ``deployment.json``; default the model config's ``name``, else the class name.
         max_symbol_per_sample: symbols per utterance at most, recorded for the decoding loop.
     """
@@ -47,8 +46,6 @@ def export_for_deployment(
     if not model.decoder.blank_as_pad:
         raise ValueError("the decoding loop starts from the blank symbol's (zero) embedding: the model's decoder "
                          "needs blank_as_pad: true, as in configs/")
-    if dither is not None and dither < 0:
-        raise ValueError(f"dither must be >= 0, got {dither}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ext = FORMATS[fmt]
@@ -61,15 +58,16 @@ def export_for_deployment(
         blank_id=model.joint.num_classes_with_blank - 1,
         max_symbols_per_step=int(model.cfg.decoding.get("greedy", {}).get("max_symbols") or MAX_SYMBOLS_PER_STEP),
         max_symbol_per_sample=max_symbol_per_sample,
-        dither=float(preprocessor.dither if dither is None else dither),
+        dither=float(preprocessor.dither),
         format=fmt,
         window_stride=float(model.cfg.preprocessor.window_stride),
     )
-    was_training, old_dither = model.training, preprocessor.dither
+    log_mel = preprocessor.log_mel
+    was_training, inference_dither = model.training, log_mel.inference_dither
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".export-"))
     try:
         model.eval()
-        preprocessor.dither = config.dither
+        log_mel.inference_dither = "fixed"  # a deployment gives the same text every run
         preprocessor.export(str(staging / f"preprocessor.{ext}"))
         model.export(str(staging / f"model.{ext}"))  # NeMo writes encoder-model.<ext>, decoder_joint-model.<ext>
         (staging / onnx_greedy.TOKENIZER).write_bytes(model.tokenizer.tokenizer.serialized_model_proto())
@@ -82,7 +80,7 @@ def export_for_deployment(
             f.write("\n")
         os.replace(f.name, out / onnx_greedy.DEPLOYMENT_CONFIG)
     finally:
-        preprocessor.dither = old_dither
+        log_mel.inference_dither = inference_dither
         model.train(was_training)
         shutil.rmtree(staging, ignore_errors=True)
     return config

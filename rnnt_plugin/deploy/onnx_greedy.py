@@ -50,7 +50,7 @@ class DeploymentConfig:
     blank_id: int  # V - 1, the last joint output
     max_symbols_per_step: int  # symbols emitted on one encoder frame at most (MLPerf: 30)
     max_symbol_per_sample: int  # symbols per utterance at most (MLPerf: 300)
-    dither: float  # std of the noise the exported featurizer adds (0: deterministic)
+    dither: float  # std of the exported featurizer's dither: a fixed noise sequence, the same every run
     format: str = "onnx"
     window_stride: Optional[float] = None  # seconds per feature frame; exports before word times lack it
 
