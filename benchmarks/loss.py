@@ -43,6 +43,8 @@ import time
 
 import torch
 
+from rnnt_plugin.device_timing import median_ms
+
 SHAPES = ((4, 100, 31, 1024), (8, 150, 41, 1024), (2, 250, 81, 1024))
 MAIN_SHAPE = (8, 150, 41, 1024)
 
@@ -188,25 +190,6 @@ GPU_SHAPE = (64, 240, 80, 1024)
 LOSS_BYTES_PER_LOGIT = {torch.float32: 12, torch.float16: 6, torch.bfloat16: 6, torch.float64: 24}
 
 
-def _device_ms(fn, repeats: int, device: torch.device) -> float:
-    """Median milliseconds of fn(): CUDA events on the current stream, or wall clock on the CPU; one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            begin = time.perf_counter()
-            fn()
-            times.append(1e3 * (time.perf_counter() - begin))
-    return statistics.median(times)
-
-
 def _peak_extra(fn, logits: torch.Tensor) -> float:
     """Peak allocator bytes above the current ones during fn(), over the logits' bytes (CUDA only)."""
     torch.cuda.synchronize()
@@ -237,9 +220,9 @@ def gpu_rows(shape=GPU_SHAPE, dtypes=(torch.float32, torch.float16, torch.bfloat
             rnnt_loss(x, labels, logit_lengths, target_lengths, blank=vocab - 1, grad_inplace=inplace).backward()
 
         copy = torch.empty_like(logits)
-        ours_ms = _device_ms(ours, repeats, device)
-        lsm_ms = _device_ms(lambda: torch.log_softmax(logits, -1), repeats, device)
-        copy_ms = _device_ms(lambda: copy.copy_(logits), repeats, device)
+        ours_ms = median_ms(ours, repeats, device)
+        lsm_ms = median_ms(lambda: torch.log_softmax(logits, -1), repeats, device)
+        copy_ms = median_ms(lambda: copy.copy_(logits), repeats, device)
         row = {"device": str(device), "shape": "x".join(map(str, shape)), "dtype": str(dtype).split(".")[1],
                "ours_ms": round(ours_ms, 3), "lsm_fwd_ms": round(lsm_ms, 3), "copy_ms": round(copy_ms, 3),
                "lsm_passes": round(ours_ms / lsm_ms, 2),
@@ -253,7 +236,7 @@ def gpu_rows(shape=GPU_SHAPE, dtypes=(torch.float32, torch.float16, torch.bfloat
             del scratch
         if dtype == torch.float32 and importlib.util.find_spec("nemo") is not None:
             nemo = loss_fn("numba", vocab - 1)
-            nemo_ms = _device_ms(lambda: nemo(logits.detach().requires_grad_(), labels, logit_lengths,
+            nemo_ms = median_ms(lambda: nemo(logits.detach().requires_grad_(), labels, logit_lengths,
                                               target_lengths).backward(), repeats, device)
             row.update(nemo_numba_ms=round(nemo_ms, 3), speedup_vs_nemo_numba=round(nemo_ms / ours_ms, 2))
         rows.append(row)

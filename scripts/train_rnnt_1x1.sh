@@ -2,14 +2,15 @@
 # MLPerf RNN-T training on one node through torchrun + Lightning DDP (the 1x4 / 1x8 scripts call this one).
 # Usage: scripts/train_rnnt_1x1.sh OUTPUT_DIR DATA_DIR [CHECKPOINT]
 #   e.g. scripts/train_rnnt_1x1.sh /results /data/librispeech
-#        GLOBAL_BATCH_SIZE=1024 scripts/train_rnnt_1x8.sh /results /data/librispeech   # the MLPerf reference's
+#        GLOBAL_BATCH_SIZE=384 BATCH_PER_GPU=6 scripts/train_rnnt_1x8.sh /results /data/librispeech
 # DATA_DIR as scripts/preprocess_librispeech.sh leaves it (manifests/, tokenizer_spe_unigram_v1023/). Rerunning
 # the same command resumes from OUTPUT_DIR's last checkpoint; CHECKPOINT (a .ckpt) starts from that one instead.
-# Every global batch is GLOBAL_BATCH_SIZE utterances whatever NUM_GPUS is: per-device batch =
-# GLOBAL_BATCH_SIZE / (NUM_GPUS x GRAD_ACCUMULATION_STEPS). Without a GPU the same command runs NUM_GPUS CPU
-# processes with the gloo backend.
+# Every global batch is GLOBAL_BATCH_SIZE utterances whatever NUM_GPUS is, as the MLPerf reference's: BATCH_PER_GPU
+# utterances per micro-batch (its 16) and GRAD_ACCUMULATION_STEPS = GLOBAL_BATCH_SIZE / (NUM_GPUS x BATCH_PER_GPU)
+# micro-batches per step (8 on 8 GPUs, 64 on one); give GRAD_ACCUMULATION_STEPS instead to derive the micro-batch.
+# The script prints what it chose. Without a GPU the same command runs NUM_GPUS CPU processes with gloo.
 # Environment overrides of the script (defaults in brackets):
-#   NUM_GPUS [1]  GRAD_ACCUMULATION_STEPS [8]  GLOBAL_BATCH_SIZE [384; the MLPerf reference: 1024]
+#   NUM_GPUS [1]  GLOBAL_BATCH_SIZE [1024]  BATCH_PER_GPU [16]  GRAD_ACCUMULATION_STEPS [derived]
 #   CONFIG [baseline_v3-1023sp]  ACCELERATOR [gpu if nvidia-smi sees one, else cpu]  MASTER_PORT [29500]
 #   TRAIN_MANIFESTS [DATA_DIR/manifests/train-{clean-100,clean-360,other-500}.json, comma-separated]
 #   VAL_MANIFEST [DATA_DIR/manifests/dev-clean.json]  TOKENIZER_DIR [DATA_DIR/tokenizer_spe_unigram_v1023]
@@ -25,8 +26,16 @@ DATA_DIR=$(realpath -m "$2")
 CHECKPOINT=${3:-}
 
 NUM_GPUS=${NUM_GPUS:-1}
-GRAD_ACCUMULATION_STEPS=${GRAD_ACCUMULATION_STEPS:-8}
-GLOBAL_BATCH_SIZE=${GLOBAL_BATCH_SIZE:-384}
+GLOBAL_BATCH_SIZE=${GLOBAL_BATCH_SIZE:-1024}
+if [ -z "${GRAD_ACCUMULATION_STEPS:-}" ]; then
+  BATCH_PER_GPU=${BATCH_PER_GPU:-16}
+  if [ $((GLOBAL_BATCH_SIZE % (NUM_GPUS * BATCH_PER_GPU))) -ne 0 ]; then
+    echo "GLOBAL_BATCH_SIZE ($GLOBAL_BATCH_SIZE) is not a multiple of NUM_GPUS x BATCH_PER_GPU" \
+      "($((NUM_GPUS * BATCH_PER_GPU)))" >&2
+    exit 2
+  fi
+  GRAD_ACCUMULATION_STEPS=$((GLOBAL_BATCH_SIZE / (NUM_GPUS * BATCH_PER_GPU)))
+fi
 CONFIG=${CONFIG:-baseline_v3-1023sp}
 M=$DATA_DIR/manifests
 TRAIN_MANIFESTS=${TRAIN_MANIFESTS:-$M/train-clean-100.json,$M/train-clean-360.json,$M/train-other-500.json}

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# MLPerf RNN-T training on 4 GPUs of one node: scripts/train_rnnt_1x1.sh with NUM_GPUS 4, GRAD_ACCUMULATION_STEPS 2
-# (the same global batch as 1x1). Usage: scripts/train_rnnt_1x4.sh OUTPUT_DIR DATA_DIR [CHECKPOINT]
+# MLPerf RNN-T training on 4 GPUs of one node: scripts/train_rnnt_1x1.sh with NUM_GPUS 4 (the same
+# global batch as 1x1, fewer micro-batches per step). Usage: scripts/train_rnnt_1x4.sh OUTPUT_DIR DATA_DIR [CHECKPOINT]
 #   e.g. scripts/train_rnnt_1x4.sh /results /data/librispeech; every override of train_rnnt_1x1.sh applies.
 set -euo pipefail
 export NUM_GPUS=${NUM_GPUS:-4}
-export GRAD_ACCUMULATION_STEPS=${GRAD_ACCUMULATION_STEPS:-2}
 exec "$(dirname "$0")/train_rnnt_1x1.sh" "$@"

@@ -42,9 +42,9 @@ print("IMPORTED", sorted(m for m in sys.modules if m.split(".")[0] in ("nemo", "
 
 
 def _readme_example() -> str:
-    """The README's torch-only example (its first python block after the heading)."""
-    section = (REPO / "README.md").read_text().split("## The model with torch alone", 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
+    """The README's torch-only example: its python block that imports rnnt_plugin.core."""
+    blocks = [b.split("```", 1)[0] for b in (REPO / "README.md").read_text().split("```python\n")[1:]]
+    return next(b for b in blocks if "from rnnt_plugin.core import" in b)
 
 
 def test_readme_example_trains_and_decodes_where_nemo_cannot_be_imported():

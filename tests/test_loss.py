@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from rnnt_plugin.losses import RNNTLoss, resolve_rnnt_loss, rnnt_loss
+from rnnt_plugin.losses.reference import reference_costs
 
 
 def _batch(n_batch, max_t, max_u, vocab, blank, seed, dtype=torch.float64, full=False):
@@ -46,32 +47,6 @@ def _brute_force(log_probs, labels, n_t, n_u, blank):
         scores.append(score + float(log_probs[n_t - 1, n_u, blank]))
     top = max(scores)
     return -(top + math.log(sum(math.exp(s - top) for s in scores)))
-
-
-def _reference(logits, labels, logit_lengths, target_lengths, blank, fastemit_lambda=0.0):
-    """Per-sample costs (B,) by a plain autograd alpha recursion over explicit log-probs. FastEmit as NeMo defines
-    it: cost = (1 + lambda) * -ll, and the gradient w.r.t. label log-probs is scaled by (1 + lambda)."""
-    log_probs = torch.log_softmax(logits, dim=-1)  # (B, T, U+1, V)
-    costs = []
-    for b in range(logits.shape[0]):
-        n_t, n_u = int(logit_lengths[b]), int(target_lengths[b])
-        blank_lp = log_probs[b, :n_t, : n_u + 1, blank]  # (T_b, U_b+1)
-        label_lp = log_probs[b, :n_t, torch.arange(n_u), labels[b, :n_u]]  # (T_b, U_b)
-        label_lp = label_lp * (1 + fastemit_lambda) - label_lp.detach() * fastemit_lambda  # same value
-        alpha = [[None] * (n_u + 1) for _ in range(n_t)]
-        for t in range(n_t):
-            for u in range(n_u + 1):
-                terms = []
-                if t == 0 and u == 0:
-                    terms.append(logits.new_zeros(()))
-                if t > 0:
-                    terms.append(alpha[t - 1][u] + blank_lp[t - 1, u])
-                if u > 0:
-                    terms.append(alpha[t][u - 1] + label_lp[t, u - 1])
-                alpha[t][u] = torch.logsumexp(torch.stack(terms), 0)
-        log_like = alpha[n_t - 1][n_u] + blank_lp[n_t - 1, n_u]
-        costs.append(-fastemit_lambda * log_like.detach() - log_like)  # value -(1 + lambda) * ll
-    return torch.stack(costs)
 
 
 def _loss_and_grad(fn, logits, *args, **kwargs):
@@ -108,7 +83,7 @@ def test_matches_autograd_reference_values_and_gradients(fastemit_lambda):
     logits, labels, logit_lengths, target_lengths = _batch(4, 6, 4, 7, -1, seed=2)
     ours = _loss_and_grad(rnnt_loss, logits, labels, logit_lengths, target_lengths, reduction="none",
                           fastemit_lambda=fastemit_lambda)
-    ref = _loss_and_grad(_reference, logits, labels, logit_lengths, target_lengths, 6, fastemit_lambda)
+    ref = _loss_and_grad(reference_costs, logits, labels, logit_lengths, target_lengths, 6, fastemit_lambda)
     torch.testing.assert_close(ours[0], ref[0], rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(ours[1], ref[1], rtol=1e-9, atol=1e-10)
 
