@@ -25,12 +25,14 @@ def test_v0_archive_restores_and_transcribes_as_that_version_did():
     texts = transcribe_files(model, paths, batch_size=2)
     assert texts == expected["texts"] and all(texts)
 
-    # The core model loads the archive's weights as they are and prints the same text.
-    core = build_rnnt(model.tokenizer.vocab_size, enc_hidden=16, pred_hidden=16, joint_hidden=16, pre_lstm_layers=1,
-                      post_lstm_layers=1, pred_rnn_layers=1, enc_dropout=0.0, pred_dropout=0.0, joint_dropout=0.0,
-                      freq_masks=1, dither=0.0)
-    core.load_state_dict(model.state_dict())
+    # The core model built from the archive's config (to_core), and one built by hand, print the same text.
+    by_hand = build_rnnt(model.tokenizer.vocab_size, enc_hidden=16, pred_hidden=16, joint_hidden=16,
+                         pre_lstm_layers=1, post_lstm_layers=1, pred_rnn_layers=1, enc_dropout=0.0, pred_dropout=0.0,
+                         joint_dropout=0.0, freq_masks=1, dither=0.0)
+    by_hand.load_state_dict(model.state_dict())
     waves = [torch.from_numpy(sf.read(p, dtype="float32")[0]) for p in paths]
     audio = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)  # (B, S)
-    labels = core.eval().greedy_search(audio, torch.tensor([len(w) for w in waves]), max_symbols_per_step=2)
-    assert [model.tokenizer.ids_to_text(y.tolist()) for y in labels] == expected["texts"]
+    for core in (model.to_core(), by_hand.eval()):
+        assert not core.training
+        labels = core.greedy_search(audio, torch.tensor([len(w) for w in waves]), max_symbols_per_step=2)
+        assert [model.tokenizer.ids_to_text(y.tolist()) for y in labels] == expected["texts"]
