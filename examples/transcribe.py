@@ -12,7 +12,6 @@ Usage:
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import soundfile
 from tqdm import tqdm
 
 import rnnt_plugin  # noqa: F401  (registers the plugin with NeMo)
+from rnnt_plugin.data import fileio
 from rnnt_plugin.decoding.beam import beam_size_argument, use_beam_search
 from rnnt_plugin.deploy.onnx_greedy import OnnxTranscriber, format_words
 from rnnt_plugin.decoding.streaming import print_stream
@@ -102,10 +102,8 @@ def main():
         print(f"{path}\t{result['pred_text']}")
         if "words" in result:
             print("\t" + format_words(result["words"]))
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            for path, result in zip(audio, results):
-                f.write(json.dumps({"audio_filepath": path, **result}) + "\n")
+    if args.output:  # atomically: an interrupted run leaves the previous file, never half of one
+        fileio.write_jsonl(args.output, ({"audio_filepath": path, **result} for path, result in zip(audio, results)))
     print(f"{len(audio)} files, {audio_seconds:.1f} s of audio in {seconds:.1f} s: RTFx {audio_seconds / seconds:.1f}")
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from rnnt_plugin.data import librispeech, synth  # noqa: E402
+from rnnt_plugin.data import fileio, librispeech, synth  # noqa: E402
 
 TEST_SPLITS = {"test-sentences": "wer_heldout_sentences", "test-voice": "wer_heldout_voice",
                "test-accent": "wer_heldout_accent"}
@@ -115,7 +115,8 @@ def plot_curve(curves: dict, png: Path) -> None:
     ax_wer.set_ylim(0, 100)
     fig.suptitle("rnnt_plugin CPU demo: training curve")
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    with fileio.atomic_path(png) as tmp:  # .png kept: matplotlib picks the format from it
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -236,8 +237,8 @@ def main():
              f"model.validation_ds.manifest_filepath={manifests['dev']}",
              f"model.joint.training_dtype={joint_dtype}",
              *budget, f"exp_manager.exp_dir={exp_dir}", f"nemo_path={model}"], out / "train.log")
-        (out / "train_minutes.txt").write_text(f"{(time.perf_counter() - times['train']) / 60:.2f}\n")
-        (out / "joint_training_dtype.txt").write_text(joint_dtype.replace("null", "float32") + "\n")
+        fileio.write_text(out / "train_minutes.txt", f"{(time.perf_counter() - times['train']) / 60:.2f}\n")
+        fileio.write_text(out / "joint_training_dtype.txt", joint_dtype.replace("null", "float32") + "\n")
     done("train")
     curves = train_curve(exp_dir)
     if curves["train_loss"] or curves["train_ctc_warmup_loss"]:
@@ -306,7 +307,7 @@ def main():
         "model": str(model),
         "training_curve": str(out / "training_curve.png"),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    fileio.write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print("\n== summary")
     beam_column = f"beam {settings['beam_size']}"
     print(f"{'WER % by decoding':<38}{'greedy':>8}{beam_column:>8}{'beam + VTLN':>13}")

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from nemo.utils.exp_manager import exp_manager
 from omegaconf import DictConfig, OmegaConf
 
+from rnnt_plugin.data.fileio import atomic_path
 from rnnt_plugin.models import MLPerfRNNTModel
 from rnnt_plugin.optim.ema import EMA
 from rnnt_plugin.optim.lr_time_budget import LRTimeBudget
@@ -58,5 +59,11 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> MLPerfRNNTM
     trainer.fit(model)
     nemo_path = cfg.get("nemo_path") or (Path(log_dir) / f"{cfg.name}.nemo" if log_dir else None)
     if nemo_path and trainer.is_global_zero:
-        model.save_to(str(nemo_path))
+        save_nemo(model, nemo_path)
     return model
+
+
+def save_nemo(model: MLPerfRNNTModel, path) -> None:
+    """``model.save_to(path)`` atomically: a crash or Ctrl-C while writing leaves the previous archive (or none)."""
+    with atomic_path(path) as tmp:  # <name>.tmp.nemo beside it: NeMo wants the suffix
+        model.save_to(str(tmp))
