@@ -3,7 +3,8 @@
 Three NeMo modules hold what the plugin must add to:
 - ``nemo.core.classes.common``: the allow-list of ``_target_`` prefixes (``rnnt_plugin.`` joins it);
 - ``nemo.core.optim``: the optimiser and scheduler registries (``mlperf_lamb``, ``MLPerfLRPolicy`` join them);
-- ``nemo.collections.asr.parts.preprocessing.perturb``: the audio augmentations (``polyphase_speed`` joins them).
+- ``nemo.collections.asr.parts.preprocessing.perturb``: the audio augmentations (``polyphase_speed`` and
+  ``silence_insertion`` join them).
 
 :func:`install` registers at once with each of them already imported, and for the others puts a finder on
 ``sys.meta_path`` that registers right after the module has been executed. So ``import rnnt_plugin`` does not
@@ -30,9 +31,11 @@ def _register_optimisation(_: ModuleType) -> None:
 
 
 def _register_perturbations(perturb: ModuleType) -> None:
+    from rnnt_plugin.data.silence import SilenceInsertion
     from rnnt_plugin.data.speed import PolyphaseSpeedPerturbation
 
     perturb.perturbation_types.setdefault("polyphase_speed", PolyphaseSpeedPerturbation)
+    perturb.perturbation_types.setdefault("silence_insertion", SilenceInsertion)
 
 
 HOOKS: Dict[str, Callable[[ModuleType], None]] = {
