@@ -276,13 +276,14 @@ class LogMelFeatures(torch.nn.Module):
         std = (sq_dev / (count - 1).clamp(min=1)).sqrt()  # unbiased, as torch.std; 0 for a single frame
         return (x - mean) / (std + self.normalize_eps)
 
-    def noise(self, samples: int, like: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """Standard-normal dither noise for samples ``start .. start + samples - 1`` of the utterances of ``like``
-        (B, S): a fresh draw (B, S) in training or with ``inference_dither: random``, else the fixed sequence
+    def noise(self, batch: int, samples: int, start: int = 0) -> torch.Tensor:
+        """Standard-normal dither noise for samples ``start .. start + samples - 1`` of ``batch`` utterances: a fresh
+        float32 draw (B, samples) in training or with ``inference_dither: random``, else the fixed sequence
         (samples,) at those positions, the same for every utterance."""
+        device = self.fixed_noise.device
         if self.training or self.inference_dither == "random":
-            return torch.randn(like.shape[0], samples, device=like.device)  # float32 draws, as the reference's
-        index = torch.arange(start, start + samples, device=like.device) % FIXED_NOISE_SAMPLES
+            return torch.randn(batch, samples, device=device)  # float32 draws, as the reference's
+        index = torch.arange(start, start + samples, device=device) % FIXED_NOISE_SAMPLES
         return self.fixed_noise[index]
 
     def _spectrum(self, input_signal: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
@@ -292,7 +293,7 @@ class LogMelFeatures(torch.nn.Module):
         # frame's peak by up to ~1e-3 (measured against float64 on espeak-ng speech).
         x = input_signal.double()  # (B, S)
         if self.dither > 0:
-            x = torch.add(x, self.noise(x.shape[1], x), alpha=self.dither)  # (B, S)
+            x = torch.add(x, self.noise(x.shape[0], x.shape[1]), alpha=self.dither)  # (B, S)
         return self._power_spectrum(self._preemphasis_reflect(x, length))
 
     def _features(self, mel: torch.Tensor, length: torch.Tensor):

@@ -57,8 +57,7 @@ class StreamingFeatures:
     def _preemphasis(self, x: np.ndarray, start: int) -> np.ndarray:
         """Dither (the featurizer's noise at samples ``start ..``) and pre-emphasis of a piece of raw audio."""
         if self.fz.dither > 0:
-            like = torch.zeros(1, 0, dtype=torch.float64)
-            x = x + self.fz.dither * self.fz.noise(len(x), like, start).reshape(-1).double().numpy()
+            x = x + self.fz.dither * self.fz.noise(1, len(x), start).reshape(-1).double().numpy()
         prev = np.concatenate([[x[0] if self.raw_last is None else self.raw_last], x[:-1]])
         y = x if self.fz.preemph is None else x - self.fz.preemph * prev
         if self.raw_last is None:

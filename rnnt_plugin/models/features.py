@@ -43,7 +43,7 @@ class MLPerfFilterbankFeatures(AudioPreprocessor, Exportable):
 
     @property
     def dither(self) -> float:
-        """The log-mel featurizer's dither std (settable: 0 for deterministic features)."""
+        """The log-mel featurizer's dither std (settable; 0: no dither)."""
         return self.log_mel.dither
 
     @dither.setter
